@@ -1,0 +1,570 @@
+/*
+ * mqstore native core: encode, decode and scan RocketMQ CommitLog records, and the
+ * hashes and checksums the format needs. Every per-byte loop of mqstore lives here.
+ *
+ * CommitLog record (RocketMQ 4.9.8 "v1", all integers big-endian; BH/SH = 8 for an
+ * IPv4 host, 20 for IPv6, chosen by SYSFLAG bits 0x10/0x20; full detail in
+ * docs/format.md and shared/docs/rocketmq-store-format.md section 3):
+ *
+ *   0 TOTALSIZE i32 | 4 MAGICCODE i32 | 8 BODYCRC i32 | 12 QUEUEID i32 | 16 FLAG i32
+ *  20 QUEUEOFFSET i64 | 28 PHYSICALOFFSET i64 | 36 SYSFLAG i32 | 40 BORNTIMESTAMP i64
+ *  48 BORNHOST (ip, port i32) BH | STORETIMESTAMP i64 | STOREHOST SH
+ *     RECONSUMETIMES i32 | PREPAREDTRANSACTIONOFFSET i64
+ *     BODYLENGTH i32, BODY | TOPICLENGTH i8 (i16 for the v2 magic), TOPIC
+ *     PROPERTIESLENGTH i16, PROPERTIES ("k\x01v\x02k\x01v")
+ *   TOTALSIZE = 74 + BH + SH + TL + bodyLen + topicLen + propsLen  (91 + data for v1/IPv4)
+ *
+ * End-of-file filler: TOTALSIZE = bytes left in the file, MAGICCODE = BLANK.
+ *
+ * The encoder (mq_encode_record / mq_encode_batch) and the decoder (mq_scan) mirror
+ * each other field by field.
+ *
+ * Untrusted input: mq_scan reads bytes from disk. Every length it reads is checked
+ * against the record's TOTALSIZE, and TOTALSIZE against the bytes the caller says
+ * are readable, before anything is read through it. Malformed input yields an error
+ * code, never a read outside [buf, buf + buf_len).
+ *
+ * Thread safety: cffi releases the GIL around every call, so any of these functions
+ * may run in several threads at once. All of them are reentrant: they keep no state
+ * between calls and touch only the memory the caller passes in. The only global data
+ * is the CRC table, filled once by a constructor when the library is loaded (before
+ * Python can call anything) and read-only afterwards. Callers must not let two
+ * threads write the same destination bytes at once; mqstore's CommitLog serializes
+ * writers with its append lock, and readers only look below the published write
+ * position.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "mqstore_native.h"
+
+#define MESSAGE_MAGIC_CODE ((int32_t)0xDAA320A7)
+#define MESSAGE_MAGIC_CODE_V2 ((int32_t)0xDAA320AB)
+#define BLANK_MAGIC_CODE ((int32_t)0xCBD43194)
+#define BORNHOST_V6_FLAG 0x10
+#define STOREHOST_V6_FLAG 0x20
+#define BLANK_RECORD_SIZE 8
+#define MAX_TOPIC_BYTES_V1 127
+#define MAX_PROPS_BYTES 32767
+
+/* ---------------------------------------------------------------- byte order */
+
+static inline void put32(char *p, int32_t v) {
+    uint32_t u = __builtin_bswap32((uint32_t)v);
+    memcpy(p, &u, 4);
+}
+static inline void put64(char *p, int64_t v) {
+    uint64_t u = __builtin_bswap64((uint64_t)v);
+    memcpy(p, &u, 8);
+}
+static inline void put16(char *p, int16_t v) {
+    uint16_t u = __builtin_bswap16((uint16_t)v);
+    memcpy(p, &u, 2);
+}
+static inline int32_t get32(const char *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return (int32_t)__builtin_bswap32(u);
+}
+static inline int64_t get64(const char *p) {
+    uint64_t u;
+    memcpy(&u, p, 8);
+    return (int64_t)__builtin_bswap64(u);
+}
+static inline int16_t get16(const char *p) {
+    uint16_t u;
+    memcpy(&u, p, 2);
+    return (int16_t)__builtin_bswap16(u);
+}
+
+/* ---------------------------------------------------------------- CRC-32 */
+
+/* Standard CRC-32 (zlib polynomial), slicing-by-8; RocketMQ masks it with 0x7FFFFFFF. */
+static uint32_t crc_table[8][256];
+
+__attribute__((constructor)) static void crc_table_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (0xEDB88320u ^ (c >> 1)) : (c >> 1);
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = crc_table[0][i];
+        for (int t = 1; t < 8; t++) {
+            c = crc_table[0][c & 0xFF] ^ (c >> 8);
+            crc_table[t][i] = c;
+        }
+    }
+}
+
+static uint32_t crc32_raw(const unsigned char *p, int64_t len) {
+    uint32_t c = 0xFFFFFFFFu;
+    while (len >= 8) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + 4, 4);
+        lo ^= c; /* little-endian hosts only; see the check below */
+        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^
+            crc_table[5][(lo >> 16) & 0xFF] ^ crc_table[4][lo >> 24] ^
+            crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF] ^
+            crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
+        p += 8;
+        len -= 8;
+    }
+    while (len-- > 0)
+        c = crc_table[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "mqstore's CRC slicing assumes a little-endian host"
+#endif
+
+int32_t mq_crc32(const char *data, int64_t len) {
+    if (data == NULL || len <= 0)
+        return 0;
+    return (int32_t)(crc32_raw((const unsigned char *)data, len) & 0x7FFFFFFFu);
+}
+
+/* ---------------------------------------------------------------- Java hashCode */
+
+/*
+ * Java String.hashCode over the UTF-16 code units of the string the bytes decode to.
+ * Malformed UTF-8 decodes to U+FFFD per maximal ill-formed subpart (what Java's
+ * decoder and Python's errors="replace" both do), so a damaged file hashes the way
+ * RocketMQ would hash it.
+ */
+int32_t mq_java_hash_utf8(const char *data, int64_t len) {
+    const unsigned char *s = (const unsigned char *)data;
+    uint32_t h = 0;
+    int64_t i = 0;
+    while (i < len) {
+        unsigned char b0 = s[i];
+        if (b0 < 0x80) {
+            h = 31u * h + b0;
+            i++;
+            continue;
+        }
+        int need;
+        unsigned char lo = 0x80, hi = 0xBF;
+        uint32_t cp;
+        if (b0 >= 0xC2 && b0 <= 0xDF) {
+            need = 1;
+            cp = b0 & 0x1F;
+        } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+            need = 2;
+            cp = b0 & 0x0F;
+            if (b0 == 0xE0)
+                lo = 0xA0;
+            else if (b0 == 0xED)
+                hi = 0x9F;
+        } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+            need = 3;
+            cp = b0 & 0x07;
+            if (b0 == 0xF0)
+                lo = 0x90;
+            else if (b0 == 0xF4)
+                hi = 0x8F;
+        } else {
+            h = 31u * h + 0xFFFDu;
+            i++;
+            continue;
+        }
+        int64_t j = 1;
+        int ok = 1;
+        for (; j <= need; j++) {
+            if (i + j >= len) {
+                ok = 0;
+                break;
+            }
+            unsigned char b = s[i + j];
+            if (j == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) {
+                ok = 0;
+                break;
+            }
+            cp = (cp << 6) | (b & 0x3F);
+        }
+        if (!ok) {
+            h = 31u * h + 0xFFFDu;
+            i += j; /* the maximal subpart: lead byte plus the valid continuations */
+            continue;
+        }
+        if (cp >= 0x10000) {
+            cp -= 0x10000;
+            h = 31u * h + (0xD800u + (cp >> 10));
+            h = 31u * h + (0xDC00u + (cp & 0x3FF));
+        } else {
+            h = 31u * h + cp;
+        }
+        i += need + 1;
+    }
+    return (int32_t)h;
+}
+
+int32_t mq_java_hash_utf16le(const char *data, int64_t nbytes) {
+    const unsigned char *s = (const unsigned char *)data;
+    uint32_t h = 0;
+    for (int64_t i = 0; i + 1 < nbytes; i += 2)
+        h = 31u * h + (uint32_t)(s[i] | (s[i + 1] << 8));
+    return (int32_t)h;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+int64_t mq_record_size(int32_t body_len, int32_t topic_len, int32_t props_len,
+                       int32_t born_host_len, int32_t store_host_len) {
+    return 74 + (int64_t)born_host_len + store_host_len + 1 + (int64_t)body_len +
+           topic_len + props_len;
+}
+
+static int host_len_ok(int32_t n) { return n == 8 || n == 20; }
+
+/* Writes one v1 record at dst (which has room for it); returns its size. */
+static int64_t write_record(char *dst, int64_t total, int64_t physical_offset,
+                            const char *body, int32_t body_len, const char *topic,
+                            int32_t topic_len, const char *props, int32_t props_len,
+                            int32_t queue_id, int32_t flag, int64_t queue_offset,
+                            int32_t sys_flag, int64_t born_timestamp,
+                            const char *born_host, int32_t born_host_len,
+                            int64_t store_timestamp, const char *store_host,
+                            int32_t store_host_len, int32_t reconsume_times,
+                            int64_t prepared_offset) {
+    sys_flag &= ~(BORNHOST_V6_FLAG | STOREHOST_V6_FLAG);
+    if (born_host_len == 20)
+        sys_flag |= BORNHOST_V6_FLAG;
+    if (store_host_len == 20)
+        sys_flag |= STOREHOST_V6_FLAG;
+    char *p = dst;
+    put32(p, (int32_t)total);
+    put32(p + 4, MESSAGE_MAGIC_CODE);
+    put32(p + 8, mq_crc32(body, body_len));
+    put32(p + 12, queue_id);
+    put32(p + 16, flag);
+    put64(p + 20, queue_offset);
+    put64(p + 28, physical_offset);
+    put32(p + 36, sys_flag);
+    put64(p + 40, born_timestamp);
+    p += 48;
+    memcpy(p, born_host, (size_t)born_host_len);
+    p += born_host_len;
+    put64(p, store_timestamp);
+    p += 8;
+    memcpy(p, store_host, (size_t)store_host_len);
+    p += store_host_len;
+    put32(p, reconsume_times);
+    put64(p + 4, prepared_offset);
+    put32(p + 12, body_len);
+    p += 16;
+    if (body_len > 0)
+        memcpy(p, body, (size_t)body_len);
+    p += body_len;
+    *p++ = (char)(int8_t)topic_len;
+    memcpy(p, topic, (size_t)topic_len);
+    p += topic_len;
+    put16(p, (int16_t)props_len);
+    p += 2;
+    if (props_len > 0)
+        memcpy(p, props, (size_t)props_len);
+    return total;
+}
+
+/*
+ * Encodes one record at file_base + pos. Returns the record size; MQ_ENC_NOSPACE when
+ * size + 8 > file_size - pos (RocketMQ's rule: room must remain for a blank record;
+ * nothing is written, the caller writes the blank and rolls); MQ_ENC_TOOBIG when the
+ * record would not fit even in an empty file; MQ_ENC_BADARG for an impossible length.
+ */
+int64_t mq_encode_record(char *file_base, int64_t pos, int64_t file_size,
+                         int64_t physical_offset,
+                         const char *body, int32_t body_len,
+                         const char *topic, int32_t topic_len,
+                         const char *props, int32_t props_len,
+                         int32_t queue_id, int32_t flag, int64_t queue_offset,
+                         int32_t sys_flag, int64_t born_timestamp,
+                         const char *born_host, int32_t born_host_len,
+                         int64_t store_timestamp,
+                         const char *store_host, int32_t store_host_len,
+                         int32_t reconsume_times, int64_t prepared_offset) {
+    if (body_len < 0 || topic_len < 0 || topic_len > MAX_TOPIC_BYTES_V1 || props_len < 0 ||
+        props_len > MAX_PROPS_BYTES || !host_len_ok(born_host_len) ||
+        !host_len_ok(store_host_len) || pos < 0 || pos > file_size)
+        return MQ_ENC_BADARG;
+    int64_t total = mq_record_size(body_len, topic_len, props_len, born_host_len,
+                                   store_host_len);
+    if (total + BLANK_RECORD_SIZE > file_size)
+        return MQ_ENC_TOOBIG;
+    if (total + BLANK_RECORD_SIZE > file_size - pos)
+        return MQ_ENC_NOSPACE;
+    return write_record(file_base + pos, total, physical_offset, body, body_len, topic,
+                        topic_len, props, props_len, queue_id, flag, queue_offset,
+                        sys_flag, born_timestamp, born_host, born_host_len,
+                        store_timestamp, store_host, store_host_len, reconsume_times,
+                        prepared_offset);
+}
+
+/*
+ * Encodes `count` records of one topic and queue, consecutive from file_base + pos,
+ * the way RocketMQ stores a batch: consecutive queue offsets, one store timestamp,
+ * prepared offset 0. Bodies and properties are concatenated in `bodies` / `props`
+ * with their lengths in body_lens / props_lens. Writes each record's size to
+ * out_sizes. All or nothing: returns the total size, or a negative MQ_ENC_* code with
+ * nothing written (MQ_ENC_NOSPACE when the whole batch plus a blank does not fit).
+ */
+int64_t mq_encode_batch(char *file_base, int64_t pos, int64_t file_size,
+                        int64_t physical_offset, int32_t count,
+                        const char *bodies, const int32_t *body_lens,
+                        const char *props, const int32_t *props_lens,
+                        const int32_t *flags,
+                        const char *topic, int32_t topic_len,
+                        int32_t queue_id, int64_t first_queue_offset,
+                        int32_t sys_flag, int64_t born_timestamp,
+                        const char *born_host, int32_t born_host_len,
+                        int64_t store_timestamp,
+                        const char *store_host, int32_t store_host_len,
+                        int32_t reconsume_times, int32_t *out_sizes) {
+    if (count <= 0 || topic_len < 0 || topic_len > MAX_TOPIC_BYTES_V1 ||
+        !host_len_ok(born_host_len) || !host_len_ok(store_host_len) || pos < 0 ||
+        pos > file_size)
+        return MQ_ENC_BADARG;
+    int64_t total = 0;
+    for (int32_t i = 0; i < count; i++) {
+        if (body_lens[i] < 0 || props_lens[i] < 0 || props_lens[i] > MAX_PROPS_BYTES)
+            return MQ_ENC_BADARG;
+        int64_t size = mq_record_size(body_lens[i], topic_len, props_lens[i],
+                                      born_host_len, store_host_len);
+        out_sizes[i] = (int32_t)size;
+        total += size;
+        if (total + BLANK_RECORD_SIZE > file_size)
+            return MQ_ENC_TOOBIG;
+    }
+    if (total + BLANK_RECORD_SIZE > file_size - pos)
+        return MQ_ENC_NOSPACE;
+    const char *body = bodies, *prop = props;
+    int64_t at = pos;
+    for (int32_t i = 0; i < count; i++) {
+        write_record(file_base + at, out_sizes[i], physical_offset + (at - pos), body,
+                     body_lens[i], topic, topic_len, prop, props_lens[i], queue_id,
+                     flags[i], first_queue_offset + i, sys_flag, born_timestamp,
+                     born_host, born_host_len, store_timestamp, store_host,
+                     store_host_len, reconsume_times, 0);
+        body += body_lens[i];
+        prop += props_lens[i];
+        at += out_sizes[i];
+    }
+    return total;
+}
+
+/* Closes a file with RocketMQ's blank record: TOTALSIZE = bytes left, BLANK magic. */
+int32_t mq_write_blank(char *file_base, int64_t pos, int64_t file_size) {
+    int64_t left = file_size - pos;
+    if (pos < 0 || left < BLANK_RECORD_SIZE || left > INT32_MAX)
+        return MQ_ENC_BADARG;
+    put32(file_base + pos, (int32_t)left);
+    put32(file_base + pos + 4, BLANK_MAGIC_CODE);
+    return (int32_t)left;
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+/*
+ * Finds property `key` in a RocketMQ properties string the way MessageDecoder parses
+ * it: segments split on \x02; a segment counts when it has >= 3 bytes and its first
+ * \x01 is neither its first nor its last byte; a later duplicate wins.
+ */
+static int find_property(const char *props, int32_t len, const char *key, int32_t key_len,
+                         int64_t *value_off, int64_t *value_len) {
+    int found = 0;
+    int32_t start = 0;
+    while (start <= len) {
+        const char *seg = props + start;
+        const char *end = memchr(seg, 2, (size_t)(len - start));
+        int32_t seg_len = end ? (int32_t)(end - seg) : len - start;
+        if (seg_len >= 3) {
+            const char *sep = memchr(seg, 1, (size_t)seg_len);
+            if (sep && sep > seg && sep < seg + seg_len - 1) {
+                int32_t klen = (int32_t)(sep - seg);
+                if (klen == key_len && memcmp(seg, key, (size_t)key_len) == 0) {
+                    *value_off = (sep + 1) - props;
+                    *value_len = seg_len - klen - 1;
+                    found = 1;
+                }
+            }
+        }
+        start += seg_len + 1;
+    }
+    return found;
+}
+
+/*
+ * Validates one record at buf[pos]; on success fills `f` (MQ_FIELDS slots, offsets
+ * relative to buf) and returns 0, else returns an MQ_STOP_* / MQ_ERR_* code.
+ */
+static int decode_one(const char *buf, int64_t buf_len, int64_t pos, int32_t flags,
+                      int64_t *f) {
+    int64_t rem = buf_len - pos;
+    if (rem == 0)
+        return MQ_STOP_END;
+    if (rem < 8) {
+        /* Too short for a header: zeros mean end of data, anything else is torn. */
+        for (int64_t i = 0; i < rem; i++)
+            if (buf[pos + i] != 0)
+                return MQ_ERR_TRUNCATED;
+        return MQ_STOP_ZERO;
+    }
+    const char *r = buf + pos;
+    int32_t total = get32(r);
+    int32_t magic = get32(r + 4);
+    if (magic == BLANK_MAGIC_CODE)
+        return MQ_STOP_BLANK;
+    if (total == 0 && magic == 0)
+        return MQ_STOP_ZERO;
+    if (magic != MESSAGE_MAGIC_CODE && magic != MESSAGE_MAGIC_CODE_V2)
+        return MQ_ERR_MAGIC;
+    int topic_len_bytes = magic == MESSAGE_MAGIC_CODE ? 1 : 2;
+    if (total < 91)
+        return MQ_ERR_TOTAL_SIZE;
+    if (total > rem)
+        return MQ_ERR_TRUNCATED;
+    int32_t sys_flag = get32(r + 36);
+    int32_t bh = (sys_flag & BORNHOST_V6_FLAG) ? 20 : 8;
+    int32_t sh = (sys_flag & STOREHOST_V6_FLAG) ? 20 : 8;
+    int64_t at = 72 + bh + sh; /* first body byte */
+    if (at + topic_len_bytes + 2 > total)
+        return MQ_ERR_FIELD_LENGTH;
+    int32_t body_len = get32(r + at - 4);
+    if (body_len < 0 || body_len > total - at - topic_len_bytes - 2)
+        return MQ_ERR_FIELD_LENGTH;
+    int64_t body_off = at;
+    at += body_len;
+    int32_t topic_len = topic_len_bytes == 1 ? (int32_t)(int8_t)r[at] : (int32_t)get16(r + at);
+    at += topic_len_bytes;
+    if (topic_len < 0 || topic_len > total - at - 2)
+        return MQ_ERR_FIELD_LENGTH;
+    int64_t topic_off = at;
+    at += topic_len;
+    int32_t props_len = get16(r + at);
+    at += 2;
+    if (props_len < 0 || props_len > total - at)
+        return MQ_ERR_FIELD_LENGTH;
+    int64_t props_off = at;
+    at += props_len;
+    if (at != total)
+        return MQ_ERR_SIZE_MISMATCH;
+    int32_t body_crc = get32(r + 8);
+    if ((flags & MQ_SCAN_CHECK_CRC) && body_len > 0 && mq_crc32(r + body_off, body_len) != body_crc)
+        return MQ_ERR_CRC;
+
+    f[MQ_F_POS] = pos;
+    f[MQ_F_TOTAL_SIZE] = total;
+    f[MQ_F_MAGIC] = magic;
+    f[MQ_F_BODY_CRC] = body_crc;
+    f[MQ_F_QUEUE_ID] = get32(r + 12);
+    f[MQ_F_FLAG] = get32(r + 16);
+    f[MQ_F_QUEUE_OFFSET] = get64(r + 20);
+    f[MQ_F_PHYSICAL_OFFSET] = get64(r + 28);
+    f[MQ_F_SYS_FLAG] = sys_flag;
+    f[MQ_F_BORN_TIMESTAMP] = get64(r + 40);
+    f[MQ_F_BORN_HOST_OFF] = pos + 48;
+    f[MQ_F_BORN_HOST_LEN] = bh;
+    f[MQ_F_STORE_TIMESTAMP] = get64(r + 48 + bh);
+    f[MQ_F_STORE_HOST_OFF] = pos + 56 + bh;
+    f[MQ_F_STORE_HOST_LEN] = sh;
+    f[MQ_F_RECONSUME_TIMES] = get32(r + 56 + bh + sh);
+    f[MQ_F_PREPARED_OFFSET] = get64(r + 60 + bh + sh);
+    f[MQ_F_BODY_OFF] = pos + body_off;
+    f[MQ_F_BODY_LEN] = body_len;
+    f[MQ_F_TOPIC_OFF] = pos + topic_off;
+    f[MQ_F_TOPIC_LEN] = topic_len;
+    f[MQ_F_PROPS_OFF] = pos + props_off;
+    f[MQ_F_PROPS_LEN] = props_len;
+    f[MQ_F_TAGS_CODE] = 0;
+    f[MQ_F_KEYS_OFF] = -1;
+    f[MQ_F_KEYS_LEN] = 0;
+    f[MQ_F_UNIQ_OFF] = -1;
+    f[MQ_F_UNIQ_LEN] = 0;
+    if (flags & MQ_SCAN_PROPERTIES) {
+        const char *p = r + props_off;
+        int64_t off, len;
+        if (find_property(p, props_len, "TAGS", 4, &off, &len))
+            f[MQ_F_TAGS_CODE] = mq_java_hash_utf8(p + off, len);
+        if (find_property(p, props_len, "KEYS", 4, &off, &len)) {
+            f[MQ_F_KEYS_OFF] = pos + props_off + off;
+            f[MQ_F_KEYS_LEN] = len;
+        }
+        if (find_property(p, props_len, "UNIQ_KEY", 8, &off, &len)) {
+            f[MQ_F_UNIQ_OFF] = pos + props_off + off;
+            f[MQ_F_UNIQ_LEN] = len;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Walks records from buf[pos], up to max_records, writing MQ_FIELDS slots per valid
+ * record to out. Returns the number of records decoded; stop[0] is the position where
+ * it stopped (the start of the first record not decoded) and stop[1] says why.
+ * buf_len is the number of readable bytes: nothing at or past buf + buf_len is read.
+ */
+int32_t mq_scan(const char *buf, int64_t buf_len, int64_t pos, int32_t max_records,
+                int32_t flags, int64_t *out, int64_t *stop) {
+    int32_t n = 0;
+    int reason = MQ_STOP_LIMIT;
+    if (buf == NULL || pos < 0 || buf_len < 0 || pos > buf_len) {
+        stop[0] = pos;
+        stop[1] = MQ_ERR_TRUNCATED;
+        return 0;
+    }
+    while (n < max_records) {
+        reason = decode_one(buf, buf_len, pos, flags, out + (int64_t)n * MQ_FIELDS);
+        if (reason != 0)
+            break;
+        pos += out[(int64_t)n * MQ_FIELDS + MQ_F_TOTAL_SIZE];
+        n++;
+        reason = MQ_STOP_LIMIT;
+    }
+    stop[0] = pos;
+    stop[1] = reason;
+    return n;
+}
+
+/* ---------------------------------------------------------------- mapped memory */
+
+/* msync(MS_SYNC) of [from, to) of a mapping; from is rounded down to a page. */
+int32_t mq_msync(char *base, int64_t from, int64_t to) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (from < 0 || to < from)
+        return -EINVAL;
+    int64_t start = from - (from % page);
+    if (to == start)
+        return 0;
+    if (msync(base + start, (size_t)(to - start), MS_SYNC) != 0)
+        return -errno;
+    return 0;
+}
+
+/*
+ * Writes a zero byte into every page of [from, to), so the kernel maps them writable
+ * before the writer arrives (RocketMQ's warm-up). Only for a file nobody writes yet.
+ */
+int64_t mq_touch_pages(char *base, int64_t from, int64_t to, int64_t page_size) {
+    volatile char *p = (volatile char *)base;
+    int64_t n = 0;
+    if (page_size <= 0)
+        return -1;
+    for (int64_t i = from; i < to; i += page_size, n++)
+        p[i] = 0;
+    return n;
+}
+
+/* The raw floor for benchmarks: copies pre-encoded bytes into a mapped file. */
+int64_t mq_copy(char *file_base, int64_t pos, int64_t file_size, const char *src,
+                int64_t len) {
+    if (pos < 0 || len < 0 || len > file_size - pos)
+        return MQ_ENC_NOSPACE;
+    memcpy(file_base + pos, src, (size_t)len);
+    return len;
+}

@@ -1,0 +1,104 @@
+/*
+ * mqstore native core: the per-byte work of a RocketMQ-format message store.
+ *
+ * This header is read twice: by the C compiler, and by cffi's cdef (which is why it
+ * holds only plain declarations, no macros with expressions and no includes).
+ * The record layout is summarised at the top of mqstore_native.c.
+ */
+
+/* Number of int64 slots per record in the output of mq_scan(). */
+#define MQ_FIELDS 28
+
+/* Field indices inside one record's slots of mq_scan() output. */
+#define MQ_F_POS 0
+#define MQ_F_TOTAL_SIZE 1
+#define MQ_F_MAGIC 2
+#define MQ_F_BODY_CRC 3
+#define MQ_F_QUEUE_ID 4
+#define MQ_F_FLAG 5
+#define MQ_F_QUEUE_OFFSET 6
+#define MQ_F_PHYSICAL_OFFSET 7
+#define MQ_F_SYS_FLAG 8
+#define MQ_F_BORN_TIMESTAMP 9
+#define MQ_F_BORN_HOST_OFF 10
+#define MQ_F_BORN_HOST_LEN 11
+#define MQ_F_STORE_TIMESTAMP 12
+#define MQ_F_STORE_HOST_OFF 13
+#define MQ_F_STORE_HOST_LEN 14
+#define MQ_F_RECONSUME_TIMES 15
+#define MQ_F_PREPARED_OFFSET 16
+#define MQ_F_BODY_OFF 17
+#define MQ_F_BODY_LEN 18
+#define MQ_F_TOPIC_OFF 19
+#define MQ_F_TOPIC_LEN 20
+#define MQ_F_PROPS_OFF 21
+#define MQ_F_PROPS_LEN 22
+#define MQ_F_TAGS_CODE 23
+#define MQ_F_KEYS_OFF 24
+#define MQ_F_KEYS_LEN 25
+#define MQ_F_UNIQ_OFF 26
+#define MQ_F_UNIQ_LEN 27
+
+/* Flags for mq_scan(). */
+#define MQ_SCAN_CHECK_CRC 1
+#define MQ_SCAN_PROPERTIES 2
+
+/* Why mq_scan() stopped (written to stop[1]); stop[0] is the position it stopped at. */
+#define MQ_STOP_LIMIT 0
+#define MQ_STOP_END 1
+#define MQ_STOP_BLANK 2
+#define MQ_STOP_ZERO 3
+#define MQ_ERR_TRUNCATED 10
+#define MQ_ERR_MAGIC 11
+#define MQ_ERR_TOTAL_SIZE 12
+#define MQ_ERR_FIELD_LENGTH 13
+#define MQ_ERR_SIZE_MISMATCH 14
+#define MQ_ERR_CRC 15
+
+/* Negative results of the encoders. */
+#define MQ_ENC_NOSPACE -1
+#define MQ_ENC_TOOBIG -2
+#define MQ_ENC_BADARG -3
+
+int32_t mq_crc32(const char *data, int64_t len);
+int32_t mq_java_hash_utf8(const char *data, int64_t len);
+int32_t mq_java_hash_utf16le(const char *data, int64_t nbytes);
+
+int64_t mq_record_size(int32_t body_len, int32_t topic_len, int32_t props_len,
+                       int32_t born_host_len, int32_t store_host_len);
+
+int64_t mq_encode_record(char *file_base, int64_t pos, int64_t file_size,
+                         int64_t physical_offset,
+                         const char *body, int32_t body_len,
+                         const char *topic, int32_t topic_len,
+                         const char *props, int32_t props_len,
+                         int32_t queue_id, int32_t flag, int64_t queue_offset,
+                         int32_t sys_flag, int64_t born_timestamp,
+                         const char *born_host, int32_t born_host_len,
+                         int64_t store_timestamp,
+                         const char *store_host, int32_t store_host_len,
+                         int32_t reconsume_times, int64_t prepared_offset);
+
+int64_t mq_encode_batch(char *file_base, int64_t pos, int64_t file_size,
+                        int64_t physical_offset, int32_t count,
+                        const char *bodies, const int32_t *body_lens,
+                        const char *props, const int32_t *props_lens,
+                        const int32_t *flags,
+                        const char *topic, int32_t topic_len,
+                        int32_t queue_id, int64_t first_queue_offset,
+                        int32_t sys_flag, int64_t born_timestamp,
+                        const char *born_host, int32_t born_host_len,
+                        int64_t store_timestamp,
+                        const char *store_host, int32_t store_host_len,
+                        int32_t reconsume_times, int32_t *out_sizes);
+
+int32_t mq_write_blank(char *file_base, int64_t pos, int64_t file_size);
+
+int32_t mq_scan(const char *buf, int64_t buf_len, int64_t pos, int32_t max_records,
+                int32_t flags, int64_t *out, int64_t *stop);
+
+int32_t mq_msync(char *base, int64_t from, int64_t to);
+int64_t mq_touch_pages(char *base, int64_t from, int64_t to, int64_t page_size);
+
+int64_t mq_copy(char *file_base, int64_t pos, int64_t file_size,
+                const char *src, int64_t len);

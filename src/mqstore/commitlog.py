@@ -1,0 +1,445 @@
+"""The CommitLog: every message of every topic, appended in one sequence of fixed-size
+mapped files, and the services that flush it (ASYNC_FLUSH, SYNC_FLUSH group commit)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from array import array
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from . import codec
+from ._native import ffi, lib
+from .config import SYNC_FLUSH, StoreConfig
+from .errors import DiskFullError, MQStoreError, RecordError, StoreCorruptedError
+from .mappedfile import AllocateMappedFileService, MappedFile, MappedFileQueue
+from .message import MessageExt, encode_host
+from .results import PutBatchResult, PutResult, PutStatus
+
+log = logging.getLogger(__name__)
+
+_SCAN_CHUNK = 4096  # records decoded per native scan call
+_NOT_QUEUED = (codec.TRANSACTION_PREPARED_TYPE, codec.TRANSACTION_ROLLBACK_TYPE)
+
+
+@dataclass
+class CommitLogRecovery:
+    """What opening the CommitLog found: where the data ends and what was cut off."""
+
+    end_offset: int = 0
+    records_checked: int = 0
+    bytes_truncated: int = 0
+    files_deleted: List[str] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+class FlushService:
+    """ASYNC_FLUSH: a thread that flushes the CommitLog every `flush_interval_commitlog`
+    ms once `flush_commitlog_least_pages` dirty pages accumulated, and everything every
+    `flush_commitlog_thorough_interval` ms (RocketMQ's FlushRealTimeService)."""
+
+    def __init__(self, queue: MappedFileQueue, config: StoreConfig) -> None:
+        self._queue = queue
+        self._config = config
+        self._stop = threading.Event()
+        self.flush_count = 0
+        self._thread = threading.Thread(target=self._run, name="mqstore-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        config = self._config
+        interval = config.flush_interval_commitlog / 1000
+        last_thorough = config.clock()
+        while not self._stop.wait(interval):
+            now = config.clock()
+            least = config.flush_commitlog_least_pages
+            if now - last_thorough >= config.flush_commitlog_thorough_interval:
+                least, last_thorough = 0, now
+            try:
+                for _ in range(len(self._queue.files) + 1):
+                    before = self._queue.flushed_where
+                    done = self._queue.flush(least)
+                    if self._queue.flushed_where != before:
+                        self.flush_count += 1
+                    if done or self._queue.flushed_where == before:
+                        break
+            except MQStoreError:
+                log.exception("CommitLog flush failed; will retry")
+
+    def wait_for_flush(self, end_offset: int) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class GroupCommitService:
+    """SYNC_FLUSH group commit: a putter waits until one flush covers its record.
+
+    The first waiter to get the flush lock flushes everything written so far, which
+    covers every putter that appended before it started; those waiting behind it find
+    their record already flushed. So N concurrent putters cost about one msync per
+    round, and a lone putter pays exactly one msync, with no thread hand-off.
+    """
+
+    def __init__(self, queue: MappedFileQueue, config: StoreConfig) -> None:
+        self._queue = queue
+        self._timeout = config.sync_flush_timeout / 1000
+        self._flush_lock = threading.Lock()
+        self.flush_count = 0
+
+    def wait_for_flush(self, end_offset: int) -> bool:
+        """True once [.., end_offset) is on disk; False after `sync_flush_timeout`."""
+        queue = self._queue
+        if queue.flushed_where >= end_offset:
+            return True
+        if not self._flush_lock.acquire(timeout=self._timeout):
+            return False
+        try:
+            if queue.flushed_where < end_offset:
+                queue.flush_all()
+                self.flush_count += 1
+            return queue.flushed_where >= end_offset
+        finally:
+            self._flush_lock.release()
+
+    def shutdown(self) -> None:
+        pass
+
+
+class CommitLog:
+    """Appends records to `<store>/commitlog/` and reads them back by offset.
+
+    One writer at a time (the append lock); readers never take it. Records are
+    encoded by the C core straight into the mapped file and become visible when the
+    file's wrote position moves past them, all records of a batch at once.
+    """
+
+    def __init__(self, store_path: str, config: StoreConfig, readonly: bool = False) -> None:
+        self.config = config
+        self.readonly = readonly
+        self.file_size = config.mapped_file_size_commitlog
+        self._allocator = (
+            AllocateMappedFileService(config.warm_mapped_file_enable)
+            if config.preallocate_mapped_file and not readonly
+            else None
+        )
+        self.queue = MappedFileQueue(
+            os.path.join(store_path, "commitlog"), self.file_size, self._allocator, readonly
+        )
+        self._lock = threading.Lock()
+        self._clock = config.clock
+        self._max_body = config.max_message_size
+        self._sync = config.flush_disk_type == SYNC_FLUSH
+        self.store_host = encode_host(config.store_host)
+        self.born_host = encode_host(config.born_host or config.store_host)
+        #: next queue offset per (topic, queue_id), assigned under the append lock
+        self.queue_offsets: Dict[Tuple[str, int], int] = {}
+        self._current: Optional[MappedFile] = None
+        self.flush_service = None
+
+    # -- opening -----------------------------------------------------------------
+
+    def load(self) -> None:
+        """Map the existing files (StoreCorruptedError names a foreign or wrong-size one)."""
+        self.queue.load()
+
+    def recover(self) -> CommitLogRecovery:
+        """Walk every record from the first file, validating each (with CRC when
+        `check_crc_on_recover`), set the end of the log after the last valid record and
+        rebuild the next queue offset of every queue.
+
+        A damaged tail in the last file is truncated (reported, not silently dropped).
+        Files after the damage are deleted only when nothing was ever written to them
+        (RocketMQ's pre-allocated next file); otherwise StoreCorruptedError, and
+        nothing is deleted.
+        """
+        report = CommitLogRecovery()
+        flags = codec.SCAN_CHECK_CRC if self.config.check_crc_on_recover else 0
+        files = self.queue.files
+        offsets = self.queue_offsets
+        end = files[0].file_from_offset if files else 0
+        for index, mapped in enumerate(files):
+            position, reason = self._recover_file(mapped, flags, offsets, report)
+            if reason in (codec.STOP_BLANK, codec.STOP_END):
+                end = mapped.file_from_offset + self.file_size
+                continue
+            end = mapped.file_from_offset + position
+            report.stop_reason = codec.STOP_REASONS[reason]
+            if codec.is_error(reason):
+                log.warning(
+                    "CommitLog %s: %s at offset %d; the log ends there",
+                    mapped.path, codec.STOP_REASONS[reason], end,
+                )
+            for later in files[index + 1:]:
+                if codec.scan_one(later.ptr, self.file_size, 0)[1] != codec.STOP_ZERO:
+                    raise StoreCorruptedError(
+                        f"{mapped.path}: {codec.STOP_REASONS[reason]} at offset {end}, but "
+                        f"{later.path} after it holds data; refusing to delete it",
+                        path=mapped.path,
+                        offset=end,
+                    )
+            break
+        if files:
+            report.bytes_truncated = self._written_bytes_after(end)
+            report.files_deleted = self.queue.truncate(end)
+        report.end_offset = end
+        self.queue.flushed_where = self.queue.committed_where = end
+        return report
+
+    def _recover_file(self, mapped: MappedFile, flags: int, offsets, report) -> Tuple[int, int]:
+        position = 0
+        ptr = mapped.ptr
+        topic_names: Dict[bytes, str] = {}
+        unpack = ffi.unpack
+        while True:
+            result = codec.scan(ptr, self.file_size, position, _SCAN_CHUNK, flags)
+            fields = result.fields
+            for base in range(0, result.count * codec.FIELDS, codec.FIELDS):
+                if fields[base + codec.F_SYS_FLAG] & codec.TRANSACTION_TYPE_MASK in _NOT_QUEUED:
+                    continue
+                raw = unpack(ptr + fields[base + codec.F_TOPIC_OFF], fields[base + codec.F_TOPIC_LEN])
+                topic = topic_names.get(raw)
+                if topic is None:
+                    topic = topic_names[raw] = raw.decode("utf-8", "replace")
+                key = (topic, fields[base + codec.F_QUEUE_ID])
+                next_offset = fields[base + codec.F_QUEUE_OFFSET] + 1
+                if offsets.get(key, 0) < next_offset:
+                    offsets[key] = next_offset
+            report.records_checked += result.count
+            position = result.stop_pos
+            if result.stop_reason != codec.STOP_LIMIT:
+                return position, result.stop_reason
+
+    def _written_bytes_after(self, end: int) -> int:
+        """Bytes of apparent data past `end` in its file (what truncation cuts off)."""
+        mapped = self.queue.find_by_offset(end)
+        if mapped is None:
+            return 0
+        position = end - mapped.file_from_offset
+        fields, reason = codec.scan_one(mapped.ptr, self.file_size, position)
+        if reason in (codec.STOP_ZERO, codec.STOP_END, codec.STOP_BLANK):
+            return 0
+        if fields:
+            return fields[codec.F_TOTAL_SIZE]
+        total = int.from_bytes(mapped.read(position, min(4, self.file_size - position)), "big")
+        return max(0, min(total, self.file_size - position))
+
+    def start(self) -> None:
+        """Start the flush service of the configured flush_disk_type."""
+        if self.readonly:
+            return
+        last = self.queue.last_file()
+        self._current = last if last is not None and not last.is_full() else None
+        if self._sync:
+            self.flush_service = GroupCommitService(self.queue, self.config)
+        else:
+            self.flush_service = FlushService(self.queue, self.config)
+
+    # -- appending ---------------------------------------------------------------
+
+    def _roll(self) -> MappedFile:
+        """Close the current file with a blank record and open the next."""
+        current = self._current
+        if current is not None and current.wrote_position < self.file_size:
+            lib.mq_write_blank(current.ptr, current.wrote_position, self.file_size)
+            current.wrote_position = self.file_size
+        start = current.file_from_offset + self.file_size if current else self.queue.max_offset()
+        mapped = self.queue.next_file(start)
+        self._current = mapped
+        return mapped
+
+    def append(self, topic: str, topic_bytes: bytes, queue_id: int, body, body_len: int,
+               props: bytes, flag: int, sys_flag: int, born_timestamp: Optional[int],
+               born_host: Optional[bytes], store_host: Optional[bytes],
+               reconsume_times: int, prepared_offset: int, wait_flush: bool = True
+               ) -> PutResult:
+        """Append one validated record; PutResult with PUT_OK, FLUSH_DISK_TIMEOUT (the
+        record exists) or a failure status (nothing written)."""
+        born_host = born_host or self.born_host
+        store_host = store_host or self.store_host
+        queued = sys_flag & codec.TRANSACTION_TYPE_MASK not in _NOT_QUEUED
+        key = (topic, queue_id)
+        with self._lock:
+            now = self._clock()
+            queue_offset = self.queue_offsets.get(key, 0) if queued else 0
+            mapped = self._current
+            for _attempt in range(2):
+                if mapped is None:
+                    try:
+                        mapped = self._roll()
+                    except DiskFullError as exc:
+                        return PutResult.failed(PutStatus.CREATE_MAPPED_FILE_FAILED, str(exc), queue_id)
+                position = mapped.wrote_position
+                size = lib.mq_encode_record(
+                    mapped.ptr, position, self.file_size, mapped.file_from_offset + position,
+                    body, body_len, topic_bytes, len(topic_bytes), props, len(props),
+                    queue_id, flag, queue_offset, sys_flag,
+                    now if born_timestamp is None else born_timestamp,
+                    born_host, len(born_host), now, store_host, len(store_host),
+                    reconsume_times, prepared_offset,
+                )
+                if size > 0:
+                    break
+                if size != codec.ENC_NOSPACE:
+                    return PutResult.failed(
+                        PutStatus.MESSAGE_ILLEGAL,
+                        f"record does not fit in a CommitLog file of {self.file_size} bytes"
+                        if size == codec.ENC_TOOBIG else "invalid record lengths",
+                        queue_id,
+                    )
+                lib.mq_write_blank(mapped.ptr, position, self.file_size)
+                mapped.wrote_position = self.file_size
+                mapped = None
+            mapped.wrote_position = position + size
+            if queued:
+                self.queue_offsets[key] = queue_offset + 1
+        offset = mapped.file_from_offset + position
+        status = PutStatus.PUT_OK
+        if self._sync and wait_flush and not self.flush_service.wait_for_flush(offset + size):
+            status = PutStatus.FLUSH_DISK_TIMEOUT
+        return PutResult(status, offset, queue_id, queue_offset, now, size, store_host)
+
+    def append_batch(self, topic: str, topic_bytes: bytes, queue_id: int, bodies: bytes,
+                     body_lens: array, props: bytes, props_lens: array, flags: array,
+                     sys_flag: int, born_timestamp: Optional[int], reconsume_times: int
+                     ) -> PutBatchResult:
+        """Append a validated batch of one topic and queue atomically: every record is
+        written before the wrote position moves, and the whole batch goes to the next
+        file when it does not fit in this one."""
+        count = len(body_lens)
+        sizes = array("i", bytes(4 * count))
+        born_host = self.born_host
+        store_host = self.store_host
+        key = (topic, queue_id)
+        c_bodies = ffi.from_buffer(bodies)
+        c_props = ffi.from_buffer(props)
+        c_body_lens = ffi.from_buffer("int32_t[]", body_lens)
+        c_props_lens = ffi.from_buffer("int32_t[]", props_lens)
+        c_flags = ffi.from_buffer("int32_t[]", flags)
+        c_sizes = ffi.from_buffer("int32_t[]", sizes, require_writable=True)
+        with self._lock:
+            now = self._clock()
+            first_queue_offset = self.queue_offsets.get(key, 0)
+            mapped = self._current
+            for _attempt in range(2):
+                if mapped is None:
+                    try:
+                        mapped = self._roll()
+                    except DiskFullError as exc:
+                        return PutBatchResult(PutStatus.CREATE_MAPPED_FILE_FAILED, error=str(exc))
+                position = mapped.wrote_position
+                total = lib.mq_encode_batch(
+                    mapped.ptr, position, self.file_size, mapped.file_from_offset + position,
+                    count, c_bodies, c_body_lens, c_props, c_props_lens, c_flags,
+                    topic_bytes, len(topic_bytes), queue_id, first_queue_offset, sys_flag,
+                    now if born_timestamp is None else born_timestamp,
+                    born_host, len(born_host), now, store_host, len(store_host),
+                    reconsume_times, c_sizes,
+                )
+                if total > 0:
+                    break
+                if total != codec.ENC_NOSPACE:
+                    return PutBatchResult(
+                        PutStatus.MESSAGE_ILLEGAL,
+                        error=f"batch does not fit in a CommitLog file of {self.file_size} bytes"
+                        if total == codec.ENC_TOOBIG else "invalid record lengths",
+                    )
+                lib.mq_write_blank(mapped.ptr, position, self.file_size)
+                mapped.wrote_position = self.file_size
+                mapped = None
+            mapped.wrote_position = position + total
+            self.queue_offsets[key] = first_queue_offset + count
+        start = mapped.file_from_offset + position
+        offsets = [start]
+        for size in sizes[:-1]:
+            start += size
+            offsets.append(start)
+        status = PutStatus.PUT_OK
+        if self._sync and not self.flush_service.wait_for_flush(mapped.file_from_offset + position + total):
+            status = PutStatus.FLUSH_DISK_TIMEOUT
+        return PutBatchResult(status, queue_id, first_queue_offset, now, offsets, sizes, store_host)
+
+    # -- reading -----------------------------------------------------------------
+
+    def min_offset(self) -> int:
+        return self.queue.min_offset()
+
+    def max_offset(self) -> int:
+        """One past the last visible byte of the log."""
+        return self.queue.max_offset()
+
+    def get_message(self, offset: int, check_crc: bool = False) -> Optional[MessageExt]:
+        """The record starting at `offset`, or None when no whole record is there.
+        Raises RecordError when the bytes at `offset` are not a valid record."""
+        mapped = self.queue.find_by_offset(offset)
+        if mapped is None or not mapped.hold():
+            return None
+        try:
+            position = offset - mapped.file_from_offset
+            readable = mapped.wrote_position
+            if position >= readable:
+                return None
+            flags = codec.SCAN_CHECK_CRC if check_crc else 0
+            fields, reason = codec.scan_one(mapped.ptr, readable, position, flags)
+            if reason:
+                if reason in (codec.STOP_BLANK, codec.STOP_ZERO, codec.STOP_END):
+                    return None
+                raise RecordError(codec.STOP_REASONS[reason], offset, mapped.path)
+            return MessageExt._from_fields(mapped.ptr, fields)
+        finally:
+            mapped.release()
+
+    def iter_messages(self, from_offset: Optional[int] = None, check_crc: bool = False
+                      ) -> Iterator[MessageExt]:
+        """Every record from `from_offset` (default: the first) to the current end, in
+        CommitLog order. Raises RecordError at a damaged record."""
+        offset = self.min_offset() if from_offset is None else from_offset
+        flags = codec.SCAN_CHECK_CRC if check_crc else 0
+        while True:
+            mapped = self.queue.find_by_offset(offset)
+            if mapped is None or not mapped.hold():
+                return
+            try:
+                position = offset - mapped.file_from_offset
+                result = codec.scan(mapped.ptr, mapped.wrote_position, position, 256, flags)
+                messages = [
+                    MessageExt._from_fields(mapped.ptr, result.fields, i) for i in range(result.count)
+                ]
+            finally:
+                mapped.release()
+            yield from messages
+            offset = mapped.file_from_offset + result.stop_pos
+            reason = result.stop_reason
+            if reason == codec.STOP_LIMIT:
+                continue
+            if reason == codec.STOP_BLANK or (
+                reason == codec.STOP_END and mapped.wrote_position >= self.file_size
+            ):
+                offset = mapped.file_from_offset + self.file_size
+                continue
+            if codec.is_error(reason):
+                raise RecordError(codec.STOP_REASONS[reason], offset, mapped.path)
+            return
+
+    # -- flushing and closing ----------------------------------------------------
+
+    def flush(self) -> int:
+        """Flush everything written; returns the flushed offset."""
+        self.queue.flush_all()
+        return self.queue.flushed_where
+
+    def shutdown(self) -> None:
+        """Stop the services, flush everything and unmap the files."""
+        if self.flush_service is not None:
+            self.flush_service.shutdown()
+        if self._allocator is not None:
+            self._allocator.shutdown()
+        if not self.readonly:
+            with self._lock:
+                self.flush()
+                self._current = None
+        self.queue.shutdown()

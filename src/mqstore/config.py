@@ -1,0 +1,175 @@
+"""StoreConfig: every setting of the store, with RocketMQ's names and defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+ASYNC_FLUSH = "ASYNC_FLUSH"
+SYNC_FLUSH = "SYNC_FLUSH"
+CQ_STORE_UNIT_SIZE = 20
+
+DEFAULT_DELAY_LEVELS = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
+_DELAY_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch: the default store clock."""
+    return time.time_ns() // 1_000_000
+
+
+def parse_delay_levels(text: str) -> List[int]:
+    """Parse RocketMQ's `message_delay_level` ("1s 5s ... 2h") into milliseconds per level.
+
+    Only an integer followed by one of s, m, h, d is accepted, as in RocketMQ.
+    Raises ValueError for anything else.
+    """
+    levels = []
+    for item in text.split():
+        match = re.fullmatch(r"(\d+)([smhd])", item)
+        if not match:
+            raise ValueError(
+                f"message_delay_level: {item!r} is not an integer followed by s, m, h or d"
+            )
+        levels.append(int(match.group(1)) * _DELAY_UNITS_MS[match.group(2)])
+    if not levels:
+        raise ValueError("message_delay_level: no levels given")
+    return levels
+
+
+def parse_delete_when(text: str) -> List[int]:
+    """Parse `delete_when` ("04" or "01;13") into hours; ValueError when malformed."""
+    hours = []
+    for part in text.split(";"):
+        if not re.fullmatch(r"\d{1,2}", part.strip()) or not 0 <= int(part) <= 23:
+            raise ValueError(f"delete_when: {part!r} is not an hour 00..23 (use '04' or '01;13')")
+        hours.append(int(part))
+    return hours
+
+
+@dataclass
+class StoreConfig:
+    """Settings of a MessageStore. Names are RocketMQ's MessageStoreConfig in snake_case.
+
+    Durability (`flush_disk_type`):
+
+    - ``ASYNC_FLUSH`` (default): `put` returns once the record is in the mapped file.
+      A killed process loses nothing (the kernel keeps the pages); an OS crash or power
+      loss may lose what was written since the last flush (at most about
+      `flush_commitlog_thorough_interval` ms), never leaving a torn record visible
+      after recovery.
+    - ``SYNC_FLUSH``: `put` returns PUT_OK only after msync covered the record
+      (group commit: concurrent putters share one flush). Nothing acknowledged is lost
+      by a crash of the process or the machine.
+    """
+
+    mapped_file_size_commitlog: int = 1024 * 1024 * 1024
+    mapped_file_size_consume_queue: int = 300_000 * CQ_STORE_UNIT_SIZE
+    max_hash_slot_num: int = 5_000_000
+    max_index_num: int = 5_000_000 * 4
+    max_message_size: int = 4 * 1024 * 1024
+    flush_disk_type: str = ASYNC_FLUSH
+    flush_interval_commitlog: int = 500
+    flush_commitlog_least_pages: int = 4
+    flush_commitlog_thorough_interval: int = 10_000
+    flush_interval_consume_queue: int = 1000
+    flush_consume_queue_least_pages: int = 2
+    flush_consume_queue_thorough_interval: int = 60_000
+    sync_flush_timeout: int = 5000
+    file_reserved_time: int = 72
+    delete_when: str = "04"
+    disk_max_used_space_ratio: int = 75
+    message_delay_level: str = DEFAULT_DELAY_LEVELS
+    check_crc_on_recover: bool = True
+    message_index_enable: bool = True
+    max_msgs_num_batch: int = 64
+    max_transfer_bytes_on_message_in_memory: int = 256 * 1024
+    max_transfer_count_on_message_in_memory: int = 32
+    #: Touch every page of a new CommitLog file in the background before the writer
+    #: reaches it. RocketMQ's `warmMapedFileEnable` defaults to false; mqstore turns it
+    #: on because a fresh page costs the writer a page fault per 4 KiB (see
+    #: docs/performance.md for the measurement).
+    warm_mapped_file_enable: bool = True
+    #: Create the next CommitLog file in the background, ahead of need.
+    preallocate_mapped_file: bool = True
+    #: `ip:port` (IPv4) or `[ipv6]:port` written as STOREHOSTADDRESS and used in msg ids.
+    store_host: str = "127.0.0.1:10911"
+    #: Born host for messages that do not name one; None means the store host.
+    born_host: Optional[str] = None
+    #: Store clock in milliseconds since the epoch; inject one to reproduce exact bytes.
+    clock: Callable[[], int] = field(default=wall_clock_ms, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from .message import encode_host  # local: message imports config
+
+        positive = (
+            "mapped_file_size_commitlog",
+            "mapped_file_size_consume_queue",
+            "max_hash_slot_num",
+            "max_index_num",
+            "max_message_size",
+            "flush_interval_commitlog",
+            "flush_interval_consume_queue",
+            "sync_flush_timeout",
+            "max_msgs_num_batch",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in (
+            "flush_commitlog_least_pages",
+            "flush_consume_queue_least_pages",
+            "flush_commitlog_thorough_interval",
+            "flush_consume_queue_thorough_interval",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.mapped_file_size_commitlog > 2**31 - 1:
+            raise ValueError(
+                "mapped_file_size_commitlog must be below 2 GiB (TOTALSIZE of the "
+                f"end-of-file record is an i32), got {self.mapped_file_size_commitlog}"
+            )
+        if self.mapped_file_size_commitlog < 4096:
+            raise ValueError("mapped_file_size_commitlog must be at least 4096 bytes")
+        # RocketMQ's getter rounds the ConsumeQueue file size up to whole units.
+        unit = CQ_STORE_UNIT_SIZE
+        self.mapped_file_size_consume_queue = -(-self.mapped_file_size_consume_queue // unit) * unit
+        if self.flush_disk_type not in (ASYNC_FLUSH, SYNC_FLUSH):
+            raise ValueError(
+                f"flush_disk_type must be {ASYNC_FLUSH!r} or {SYNC_FLUSH!r}, "
+                f"got {self.flush_disk_type!r}"
+            )
+        if not isinstance(self.file_reserved_time, int) or self.file_reserved_time < 0:
+            raise ValueError(f"file_reserved_time must be >= 0 hours, got {self.file_reserved_time!r}")
+        if not isinstance(self.disk_max_used_space_ratio, int) or not (
+            10 <= self.disk_max_used_space_ratio <= 95
+        ):
+            raise ValueError(
+                f"disk_max_used_space_ratio must be 10..95, got {self.disk_max_used_space_ratio!r}"
+            )
+        parse_delete_when(self.delete_when)
+        parse_delay_levels(self.message_delay_level)
+        for name in ("store_host", "born_host"):
+            value = getattr(self, name)
+            if value is None and name == "born_host":
+                continue
+            try:
+                encode_host(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        if not callable(self.clock):
+            raise ValueError("clock must be a callable returning milliseconds")
+
+    @property
+    def delay_levels_ms(self) -> List[int]:
+        """Delay per level in ms; level n (1-based) is element n-1."""
+        return parse_delay_levels(self.message_delay_level)
+
+    def replace(self, **changes) -> StoreConfig:
+        """A copy with some fields changed; unknown names raise TypeError."""
+        return dataclasses.replace(self, **changes)

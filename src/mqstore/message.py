@@ -1,0 +1,428 @@
+"""Messages: what a producer hands the store (Message) and what a reader gets back
+(MessageExt), with RocketMQ's property encoding, host encoding and message ids."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Iterable, List, Mapping, Optional, Union
+
+from . import codec
+from ._native import ffi
+
+NAME_VALUE_SEPARATOR = "\x01"
+PROPERTY_SEPARATOR = "\x02"
+KEY_SEPARATOR = " "
+
+PROPERTY_KEYS = "KEYS"
+PROPERTY_TAGS = "TAGS"
+PROPERTY_WAIT_STORE_MSG_OK = "WAIT"
+PROPERTY_DELAY_TIME_LEVEL = "DELAY"
+PROPERTY_RETRY_TOPIC = "RETRY_TOPIC"
+PROPERTY_REAL_TOPIC = "REAL_TOPIC"
+PROPERTY_REAL_QUEUE_ID = "REAL_QID"
+PROPERTY_TRANSACTION_PREPARED = "TRAN_MSG"
+PROPERTY_PRODUCER_GROUP = "PGROUP"
+PROPERTY_ORIGIN_MESSAGE_ID = "ORIGIN_MESSAGE_ID"
+PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX = "UNIQ_KEY"
+PROPERTY_CLUSTER = "CLUSTER"
+
+SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"
+
+_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+BodyLike = Union[bytes, bytearray, memoryview]
+
+
+# ----------------------------------------------------------------------------- hosts
+
+
+@lru_cache(maxsize=1024)
+def encode_host(host: str) -> bytes:
+    """``"1.2.3.4:10911"`` or ``"[2001:db8::1]:10911"`` -> IP bytes + big-endian i32 port
+    (8 or 20 bytes), RocketMQ's host encoding. Raises ValueError when malformed."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str like '127.0.0.1:10911', got {type(host).__name__}")
+    if host.startswith("["):
+        addr, sep, port = host[1:].partition("]:")
+    else:
+        addr, sep, port = host.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"host {host!r} is not 'ip:port' or '[ipv6]:port'")
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        raise ValueError(f"host {host!r} does not hold an IP address") from None
+    if int(port) > 65535:
+        raise ValueError(f"host {host!r}: port out of range")
+    return ip.packed + struct.pack(">i", int(port))
+
+
+@lru_cache(maxsize=1024)
+def decode_host(data: bytes) -> str:
+    """Inverse of `encode_host` (IPv6 rendered as RFC 5952, in brackets)."""
+    port = struct.unpack(">i", data[-4:])[0]
+    ip = ipaddress.ip_address(data[:-4])
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def offset_msg_id(store_host: bytes, commitlog_offset: int) -> str:
+    """RocketMQ's offset message id: uppercase hex of store IP, port and CL offset."""
+    return (store_host + struct.pack(">q", commitlog_offset)).hex().upper()
+
+
+def decode_msg_id(msg_id: str) -> tuple:
+    """(store host as 'ip:port', commitlog offset) of an offset message id."""
+    if not isinstance(msg_id, str):
+        raise TypeError("msg_id must be a str")
+    if len(msg_id) not in (32, 56):
+        raise ValueError(f"msg id {msg_id!r} is not 32 or 56 hex digits")
+    try:
+        raw = bytes.fromhex(msg_id)
+    except ValueError:
+        raise ValueError(f"msg id {msg_id!r} is not hex") from None
+    return decode_host(raw[:-8]), struct.unpack(">q", raw[-8:])[0]
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@lru_cache(maxsize=4096)
+def _hashmap_spread(key: str) -> int:
+    h = codec.java_hash(key) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def hashmap_order(keys: Iterable[str]) -> List[str]:
+    """The iteration order of a default-capacity ``java.util.HashMap`` holding `keys`
+    inserted in this order: RocketMQ 4.9.8 serialises properties in this order."""
+    keys = list(keys)
+    capacity = 16
+    while len(keys) > capacity * 3 // 4:
+        capacity *= 2
+    mask = capacity - 1
+    return sorted(keys, key=lambda k: _hashmap_spread(k) & mask)
+
+
+def encode_properties(properties: Mapping[str, str]) -> bytes:
+    """RocketMQ 4.9.8's properties string: ``name\\x01value`` joined by ``\\x02``, in
+    Java HashMap order, UTF-8. Entries whose value is None are skipped."""
+    if not properties:
+        return b""
+    items = [k for k in hashmap_order(properties) if properties[k] is not None]
+    return "\x02".join(f"{k}\x01{properties[k]}" for k in items).encode("utf-8")
+
+
+def decode_properties(data: Union[bytes, str]) -> dict:
+    """Parse a properties string exactly as RocketMQ's MessageDecoder does (segments
+    shorter than 3 characters, empty names and empty values are dropped; a later
+    duplicate wins). Invalid UTF-8 decodes with U+FFFD replacements."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data).decode("utf-8", "replace")
+    result = {}
+    for segment in data.split(PROPERTY_SEPARATOR):
+        if len(segment) >= 3:
+            name, sep, value = segment.partition(NAME_VALUE_SEPARATOR)
+            if sep and name and value:
+                result[name] = value
+    return result
+
+
+def _check_property(name, value) -> None:
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"property names and values must be str, got {name!r}={value!r}")
+    if not name or not value:
+        raise ValueError(f"property {name!r}: names and values must not be empty")
+    for text in (name, value):
+        if NAME_VALUE_SEPARATOR in text or PROPERTY_SEPARATOR in text:
+            raise ValueError(
+                f"property {name!r}: names and values must not contain \\x01 or \\x02 "
+                "(RocketMQ's separators)"
+            )
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} {value} is out of range {low}..{high}")
+    return value
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+class Message:
+    """A message to store: topic, body, tags, keys, user properties and RocketMQ's
+    per-message fields.
+
+    `keys` is one string or a list of strings (stored space-separated in KEYS).
+    Raises TypeError for a body that is not bytes-like or fields of the wrong type,
+    ValueError for properties containing RocketMQ's separators or empty names/values.
+
+    The keyword-only fields are normally set by the store; replay and migration tools
+    set them to reproduce a stored record exactly: `born_timestamp` (ms, default the
+    store clock), `born_host` / `store_host` (``"ip:port"``, default from StoreConfig),
+    `sys_flag` (compression and transaction bits; the IPv6 bits are derived),
+    `reconsume_times`, `prepared_transaction_offset`.
+    """
+
+    __slots__ = (
+        "topic",
+        "body",
+        "flag",
+        "born_timestamp",
+        "born_host",
+        "store_host",
+        "sys_flag",
+        "reconsume_times",
+        "prepared_transaction_offset",
+        "_properties",
+        "_encoded",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        body: BodyLike,
+        tags: Optional[str] = None,
+        keys: Union[str, Iterable[str], None] = None,
+        properties: Optional[Mapping[str, str]] = None,
+        delay_level: int = 0,
+        flag: int = 0,
+        *,
+        born_timestamp: Optional[int] = None,
+        born_host: Optional[str] = None,
+        store_host: Optional[str] = None,
+        sys_flag: int = 0,
+        reconsume_times: int = 0,
+        prepared_transaction_offset: int = 0,
+    ) -> None:
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"body must be bytes, bytearray or memoryview, got {type(body).__name__}"
+            )
+        self.topic = topic
+        self.body = body
+        self.flag = _check_int("flag", flag, _I32_MIN, _I32_MAX)
+        if born_timestamp is not None:
+            _check_int("born_timestamp", born_timestamp, _I64_MIN, _I64_MAX)
+        self.born_timestamp = born_timestamp
+        for name, host in (("born_host", born_host), ("store_host", store_host)):
+            if host is not None:
+                encode_host(host)  # validates
+        self.born_host = born_host
+        self.store_host = store_host
+        self.sys_flag = _check_int("sys_flag", sys_flag, _I32_MIN, _I32_MAX)
+        self.reconsume_times = _check_int("reconsume_times", reconsume_times, _I32_MIN, _I32_MAX)
+        self.prepared_transaction_offset = _check_int(
+            "prepared_transaction_offset", prepared_transaction_offset, _I64_MIN, _I64_MAX
+        )
+        self._properties = {}
+        self._encoded = None
+        if properties:
+            for name, value in properties.items():
+                _check_property(name, value)
+                self._properties[name] = value
+        if tags is not None:
+            self.tags = tags
+        if keys is not None:
+            self.keys = keys
+        if delay_level:
+            self.delay_level = delay_level
+
+    # -- properties -------------------------------------------------------------
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        """All properties (TAGS, KEYS, DELAY and user properties), read-only; change
+        them with `put_property` / `remove_property` or the tags/keys setters."""
+        return MappingProxyType(self._props())
+
+    def _props(self) -> dict:
+        return self._properties
+
+    def put_property(self, name: str, value: str) -> None:
+        """Set one property. Raises TypeError/ValueError for an invalid name or value."""
+        _check_property(name, value)
+        self._props()[name] = value
+        self._encoded = None
+
+    def remove_property(self, name: str) -> None:
+        """Remove a property if present."""
+        self._props().pop(name, None)
+        self._encoded = None
+
+    def get_property(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        return self._props().get(name, default)
+
+    @property
+    def tags(self) -> Optional[str]:
+        return self._props().get(PROPERTY_TAGS)
+
+    @tags.setter
+    def tags(self, value: Optional[str]) -> None:
+        if value is None:
+            self.remove_property(PROPERTY_TAGS)
+        else:
+            self.put_property(PROPERTY_TAGS, value)
+
+    @property
+    def keys(self) -> List[str]:
+        """The message keys (KEYS split on spaces); empty when there are none."""
+        value = self._props().get(PROPERTY_KEYS)
+        return [k for k in value.split(KEY_SEPARATOR) if k] if value else []
+
+    @keys.setter
+    def keys(self, value: Union[str, Iterable[str], None]) -> None:
+        if value is None:
+            self.remove_property(PROPERTY_KEYS)
+            return
+        if isinstance(value, str):
+            joined = value
+        else:
+            items = list(value)
+            for item in items:
+                if not isinstance(item, str):
+                    raise TypeError(f"keys must be str, got {type(item).__name__}")
+            joined = KEY_SEPARATOR.join(items)
+        self.put_property(PROPERTY_KEYS, joined)
+
+    @property
+    def delay_level(self) -> int:
+        value = self._props().get(PROPERTY_DELAY_TIME_LEVEL)
+        try:
+            return int(value) if value else 0
+        except ValueError:
+            return 0
+
+    @delay_level.setter
+    def delay_level(self, level: int) -> None:
+        _check_int("delay_level", level, 0, _I32_MAX)
+        if level == 0:
+            self.remove_property(PROPERTY_DELAY_TIME_LEVEL)
+        else:
+            self.put_property(PROPERTY_DELAY_TIME_LEVEL, str(level))
+
+    def encoded_properties(self) -> bytes:
+        """The stored properties string (UTF-8, Java HashMap order), cached."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = encode_properties(self._props())
+        return encoded
+
+    def __repr__(self) -> str:
+        size = self.body.nbytes if isinstance(self.body, memoryview) else len(self.body)
+        return f"{type(self).__name__}(topic={self.topic!r}, tags={self.tags!r}, body=<{size} bytes>)"
+
+
+class MessageExt(Message):
+    """A stored message, as read back from the CommitLog: every field of the record.
+
+    `body` is a `bytes` copy, independent of the mapped file. `properties` are parsed
+    from the stored string on first use. `msg_id` is the offset message id.
+    """
+
+    __slots__ = (
+        "queue_id",
+        "queue_offset",
+        "commitlog_offset",
+        "store_size",
+        "store_timestamp",
+        "body_crc",
+        "magic_code",
+        "_props_raw",
+        "_born_host_raw",
+        "_store_host_raw",
+    )
+
+    @classmethod
+    def _from_fields(cls, ptr, f: List[int], i: int = 0) -> MessageExt:
+        """Build from `codec.scan` fields (record i) over the buffer at `ptr`.
+
+        Field slots are indexed by number for speed; `_FIELD_ORDER` below pins them to
+        the codec's F_* constants.
+        """
+        unpack = ffi.unpack
+        msg = object.__new__(cls)
+        base = i * codec.FIELDS
+        msg.topic = unpack(ptr + f[base + 19], f[base + 20]).decode("utf-8", "replace")
+        msg.body = unpack(ptr + f[base + 17], f[base + 18])
+        msg._props_raw = unpack(ptr + f[base + 21], f[base + 22])
+        msg._born_host_raw = unpack(ptr + f[base + 10], f[base + 11])
+        msg._store_host_raw = unpack(ptr + f[base + 13], f[base + 14])
+        msg._properties = None
+        msg._encoded = None
+        (
+            msg.store_size,
+            msg.magic_code,
+            msg.body_crc,
+            msg.queue_id,
+            msg.flag,
+            msg.queue_offset,
+            msg.commitlog_offset,
+            msg.sys_flag,
+            msg.born_timestamp,
+        ) = f[base + 1 : base + 10]
+        msg.store_timestamp = f[base + 12]
+        msg.reconsume_times = f[base + 15]
+        msg.prepared_transaction_offset = f[base + 16]
+        return msg
+
+    def _props(self) -> dict:
+        props = self._properties
+        if props is None:
+            props = self._properties = decode_properties(self._props_raw)
+        return props
+
+    def encoded_properties(self) -> bytes:
+        if self._encoded is None and self._properties is None:
+            return self._props_raw
+        return super().encoded_properties()
+
+    @property
+    def born_host(self) -> str:  # type: ignore[override]
+        """Born host as ``ip:port`` (``[ipv6]:port``)."""
+        return decode_host(self._born_host_raw)
+
+    @property
+    def store_host(self) -> str:  # type: ignore[override]
+        """Store host as ``ip:port`` (``[ipv6]:port``)."""
+        return decode_host(self._store_host_raw)
+
+    @property
+    def msg_id(self) -> str:
+        """Offset message id: store host and commitlog offset, uppercase hex."""
+        return offset_msg_id(self._store_host_raw, self.commitlog_offset)
+
+    @property
+    def uniq_key(self) -> Optional[str]:
+        return self._props().get(PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+
+    @property
+    def transaction_type(self) -> int:
+        return self.sys_flag & codec.TRANSACTION_TYPE_MASK
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageExt(topic={self.topic!r}, queue_id={self.queue_id}, "
+            f"queue_offset={self.queue_offset}, commitlog_offset={self.commitlog_offset}, "
+            f"tags={self.tags!r}, body=<{len(self.body)} bytes>)"
+        )
+
+
+_FIELD_ORDER = (
+    codec.F_TOTAL_SIZE, codec.F_MAGIC, codec.F_BODY_CRC, codec.F_QUEUE_ID, codec.F_FLAG,
+    codec.F_QUEUE_OFFSET, codec.F_PHYSICAL_OFFSET, codec.F_SYS_FLAG, codec.F_BORN_TIMESTAMP,
+    codec.F_BORN_HOST_OFF, codec.F_BORN_HOST_LEN, codec.F_STORE_TIMESTAMP,
+    codec.F_STORE_HOST_OFF, codec.F_STORE_HOST_LEN, codec.F_RECONSUME_TIMES,
+    codec.F_PREPARED_OFFSET, codec.F_BODY_OFF, codec.F_BODY_LEN, codec.F_TOPIC_OFF,
+    codec.F_TOPIC_LEN, codec.F_PROPS_OFF, codec.F_PROPS_LEN,
+)
+if _FIELD_ORDER != tuple(range(1, 23)):  # pragma: no cover - guards the C header
+    raise ImportError("mqstore: C field layout does not match MessageExt._from_fields")

@@ -1,0 +1,141 @@
+"""Outcomes of store operations: PutStatus and PutResult (one message), PutBatchResult."""
+
+from __future__ import annotations
+
+import enum
+from typing import Iterator, List, Optional, Sequence, Union, overload
+
+from .message import offset_msg_id
+
+
+class PutStatus(enum.Enum):
+    """RocketMQ's PutMessageStatus. Anything but PUT_OK means "not acknowledged"; with
+    FLUSH_DISK_TIMEOUT the record was written but not yet confirmed on disk."""
+
+    PUT_OK = "PUT_OK"
+    FLUSH_DISK_TIMEOUT = "FLUSH_DISK_TIMEOUT"
+    FLUSH_SLAVE_TIMEOUT = "FLUSH_SLAVE_TIMEOUT"
+    SLAVE_NOT_AVAILABLE = "SLAVE_NOT_AVAILABLE"
+    SERVICE_NOT_AVAILABLE = "SERVICE_NOT_AVAILABLE"
+    CREATE_MAPPED_FILE_FAILED = "CREATE_MAPPED_FILE_FAILED"
+    MESSAGE_ILLEGAL = "MESSAGE_ILLEGAL"
+    PROPERTIES_SIZE_EXCEEDED = "PROPERTIES_SIZE_EXCEEDED"
+    OS_PAGECACHE_BUSY = "OS_PAGECACHE_BUSY"
+    UNKNOWN_ERROR = "UNKNOWN_ERROR"
+
+
+PUT_OK = PutStatus.PUT_OK
+
+
+class PutResult:
+    """The outcome of putting one message.
+
+    On success (`status` PUT_OK or FLUSH_DISK_TIMEOUT) it says where the record went:
+    `commitlog_offset`, `queue_id`, `queue_offset`, `store_timestamp`, `store_size`
+    and `msg_id` (the offset message id). On failure those are -1 and `error` says why.
+    """
+
+    __slots__ = (
+        "status",
+        "commitlog_offset",
+        "queue_id",
+        "queue_offset",
+        "store_timestamp",
+        "store_size",
+        "_store_host",
+        "error",
+    )
+
+    def __init__(self, status, commitlog_offset, queue_id, queue_offset, store_timestamp,
+                 store_size, store_host, error=None):
+        self.status = status
+        self.commitlog_offset = commitlog_offset
+        self.queue_id = queue_id
+        self.queue_offset = queue_offset
+        self.store_timestamp = store_timestamp
+        self.store_size = store_size
+        self._store_host = store_host
+        self.error = error
+
+    @classmethod
+    def failed(cls, status: PutStatus, error: str, queue_id: int = -1) -> PutResult:
+        return cls(status, -1, queue_id, -1, -1, 0, b"", error)
+
+    @property
+    def ok(self) -> bool:
+        """True only for PUT_OK."""
+        return self.status is PUT_OK
+
+    @property
+    def msg_id(self) -> Optional[str]:
+        """Offset message id (store host + commitlog offset), None if nothing was written."""
+        if self.commitlog_offset < 0:
+            return None
+        return offset_msg_id(self._store_host, self.commitlog_offset)
+
+    def __repr__(self) -> str:
+        if self.commitlog_offset < 0:
+            return f"PutResult({self.status.name}, error={self.error!r})"
+        return (
+            f"PutResult({self.status.name}, commitlog_offset={self.commitlog_offset}, "
+            f"queue_id={self.queue_id}, queue_offset={self.queue_offset})"
+        )
+
+
+class PutBatchResult(Sequence[PutResult]):
+    """The outcome of `put_batch`: one `status` for the whole batch (written all or
+    none) and, when written, one PutResult per message (built on access)."""
+
+    __slots__ = ("status", "error", "queue_id", "store_timestamp", "_offsets", "_sizes",
+                 "_first_queue_offset", "_store_host")
+
+    def __init__(self, status: PutStatus, queue_id: int = -1, first_queue_offset: int = -1,
+                 store_timestamp: int = -1, offsets: Sequence[int] = (),
+                 sizes: Sequence[int] = (), store_host: bytes = b"",
+                 error: Optional[str] = None) -> None:
+        self.status = status
+        self.error = error
+        self.queue_id = queue_id
+        self.store_timestamp = store_timestamp
+        self._offsets = offsets
+        self._sizes = sizes
+        self._first_queue_offset = first_queue_offset
+        self._store_host = store_host
+
+    @property
+    def ok(self) -> bool:
+        return self.status is PUT_OK
+
+    @property
+    def commitlog_offsets(self) -> List[int]:
+        return list(self._offsets)
+
+    @property
+    def msg_ids(self) -> List[str]:
+        return [offset_msg_id(self._store_host, offset) for offset in self._offsets]
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> PutResult: ...
+    @overload
+    def __getitem__(self, index: slice) -> List[PutResult]: ...
+
+    def __getitem__(self, index: Union[int, slice]):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("batch result index out of range")
+        return PutResult(self.status, self._offsets[index], self.queue_id,
+                         self._first_queue_offset + index, self.store_timestamp,
+                         self._sizes[index], self._store_host)
+
+    def __iter__(self) -> Iterator[PutResult]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"PutBatchResult({self.status.name}, {len(self)} messages, error={self.error!r})"
