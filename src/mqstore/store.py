@@ -139,9 +139,10 @@ class MessageStore:
         Raises TypeError when `msg` is not a Message or `queue_id` not an int,
         ValueError for a negative queue id, StoreClosedError after close().
 
-        A message with a delay level is stored in SCHEDULE_TOPIC_XXXX (queue
+        A Message with a delay level is stored in SCHEDULE_TOPIC_XXXX (queue
         level - 1) with its real topic and queue in REAL_TOPIC / REAL_QID, as RocketMQ
-        does.
+        does. A MessageExt (a record read back from a store) is stored as it is:
+        same properties string, no delay rewrite; only offsets and store time are new.
         """
         if self._closed or self.readonly:
             self._check_open()
@@ -171,22 +172,24 @@ class MessageStore:
             )
         props = msg.encoded_properties()
         sys_flag = msg.sys_flag
-        if props and msg.delay_level > 0 and sys_flag & codec.TRANSACTION_TYPE_MASK in (
-            codec.TRANSACTION_NOT_TYPE, codec.TRANSACTION_COMMIT_TYPE
-        ):
-            topic, queue_id, props = self._schedule(msg, topic, queue_id)
-            topic_bytes = self._topic_to_bytes(topic)
+        if isinstance(msg, MessageExt):
+            # A stored record put again (replay, migration, delivery of a delayed
+            # message): kept as it is, its properties string byte for byte.
+            born_host, store_host = msg._born_host_raw, msg._store_host_raw
+        else:
+            if props and msg.delay_level > 0 and sys_flag & codec.TRANSACTION_TYPE_MASK in (
+                codec.TRANSACTION_NOT_TYPE, codec.TRANSACTION_COMMIT_TYPE
+            ):
+                topic, queue_id, props = self._schedule(msg, topic, queue_id)
+                topic_bytes = self._topic_to_bytes(topic)
+            born_host = encode_host(msg.born_host) if msg.born_host else None
+            store_host = encode_host(msg.store_host) if msg.store_host else None
         if len(props) > codec.MAX_PROPERTIES_BYTES:
             return PutResult.failed(
                 PutStatus.PROPERTIES_SIZE_EXCEEDED,
                 f"properties are {len(props)} bytes, more than {codec.MAX_PROPERTIES_BYTES}",
                 queue_id,
             )
-        if isinstance(msg, MessageExt):
-            born_host, store_host = msg._born_host_raw, msg._store_host_raw
-        else:
-            born_host = encode_host(msg.born_host) if msg.born_host else None
-            store_host = encode_host(msg.store_host) if msg.store_host else None
         wait = self.config.flush_disk_type != SYNC_FLUSH or (
             not props or msg.get_property(PROPERTY_WAIT_STORE_MSG_OK) != "false"
         )
