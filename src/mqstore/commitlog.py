@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from array import array
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import codec
 from ._native import ffi, lib
-from .config import SYNC_FLUSH, StoreConfig
+from .config import SYNC_FLUSH, StoreConfig, wall_clock_ms
 from .errors import DiskFullError, MQStoreError, RecordError, StoreCorruptedError
 from .mappedfile import AllocateMappedFileService, MappedFile, MappedFileQueue
 from .message import MessageExt, encode_host
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 
 _SCAN_CHUNK = 4096  # records decoded per native scan call
 _NOT_QUEUED = (codec.TRANSACTION_PREPARED_TYPE, codec.TRANSACTION_ROLLBACK_TYPE)
+# PREPARED (0x4) and ROLLBACK (0xC) records get no queue offset; both have bit 0x4.
+_NOT_QUEUED_BIT = 0x4
+_append = lib.mq_append
+_tuple_new = tuple.__new__
+PUT_OK = PutStatus.PUT_OK
 
 
 @dataclass
@@ -132,6 +138,10 @@ class CommitLog:
         )
         self._lock = threading.Lock()
         self._clock = config.clock
+        # The hot path wants one C-level call for "now"; an injected clock is wrapped.
+        self._time_ns = time.time_ns if config.clock is wall_clock_ms else (
+            lambda: config.clock() * 1_000_000
+        )
         self._max_body = config.max_message_size
         self._sync = config.flush_disk_type == SYNC_FLUSH
         self.store_host = encode_host(config.store_host)
@@ -139,6 +149,12 @@ class CommitLog:
         #: next queue offset per (topic, queue_id), assigned under the append lock
         self.queue_offsets: Dict[Tuple[str, int], int] = {}
         self._current: Optional[MappedFile] = None
+        self._ctx = ffi.new("mq_append_ctx *")
+        self._ctx.file_size = self.file_size
+        ffi.memmove(self._ctx.born_host, self.born_host, len(self.born_host))
+        self._ctx.born_host_len = len(self.born_host)
+        ffi.memmove(self._ctx.store_host, self.store_host, len(self.store_host))
+        self._ctx.store_host_len = len(self.store_host)
         self.flush_service = None
 
     # -- opening -----------------------------------------------------------------
@@ -233,7 +249,7 @@ class CommitLog:
         if self.readonly:
             return
         last = self.queue.last_file()
-        self._current = last if last is not None and not last.is_full() else None
+        self._set_current(last if last is not None and not last.is_full() else None)
         if self._sync:
             self.flush_service = GroupCommitService(self.queue, self.config)
         else:
@@ -242,66 +258,101 @@ class CommitLog:
     # -- appending ---------------------------------------------------------------
 
     def _roll(self) -> MappedFile:
-        """Close the current file with a blank record and open the next."""
+        """Close the current file with a blank record and open the next (append lock held)."""
         current = self._current
         if current is not None and current.wrote_position < self.file_size:
             lib.mq_write_blank(current.ptr, current.wrote_position, self.file_size)
             current.wrote_position = self.file_size
         start = current.file_from_offset + self.file_size if current else self.queue.max_offset()
         mapped = self.queue.next_file(start)
-        self._current = mapped
+        self._set_current(mapped)
         return mapped
+
+    def _set_current(self, mapped: Optional[MappedFile]) -> None:
+        self._current = mapped
+        if mapped is not None:
+            self._ctx.base = mapped.ptr
+            self._ctx.file_from_offset = mapped.file_from_offset
 
     def append(self, topic: str, topic_bytes: bytes, queue_id: int, body, body_len: int,
                props: bytes, flag: int, sys_flag: int, born_timestamp: Optional[int],
-               born_host: Optional[bytes], store_host: Optional[bytes],
-               reconsume_times: int, prepared_offset: int, wait_flush: bool = True
-               ) -> PutResult:
+               reconsume_times: int, prepared_offset: int,
+               hosts: Optional[Tuple[Optional[bytes], Optional[bytes]]] = None,
+               wait_flush: bool = True) -> PutResult:
         """Append one validated record; PutResult with PUT_OK, FLUSH_DISK_TIMEOUT (the
-        record exists) or a failure status (nothing written)."""
-        born_host = born_host or self.born_host
-        store_host = store_host or self.store_host
-        queued = sys_flag & codec.TRANSACTION_TYPE_MASK not in _NOT_QUEUED
+        record exists) or a failure status (nothing written). `hosts` overrides the
+        (born, store) host bytes of the config."""
+        queued = not sys_flag & _NOT_QUEUED_BIT
         key = (topic, queue_id)
         with self._lock:
-            now = self._clock()
+            now = self._time_ns() // 1_000_000
             queue_offset = self.queue_offsets.get(key, 0) if queued else 0
             mapped = self._current
-            for _attempt in range(2):
-                if mapped is None:
-                    try:
-                        mapped = self._roll()
-                    except DiskFullError as exc:
-                        return PutResult.failed(PutStatus.CREATE_MAPPED_FILE_FAILED, str(exc), queue_id)
+            size = 0
+            if mapped is not None and hosts is None:
                 position = mapped.wrote_position
-                size = lib.mq_encode_record(
-                    mapped.ptr, position, self.file_size, mapped.file_from_offset + position,
-                    body, body_len, topic_bytes, len(topic_bytes), props, len(props),
-                    queue_id, flag, queue_offset, sys_flag,
-                    now if born_timestamp is None else born_timestamp,
-                    born_host, len(born_host), now, store_host, len(store_host),
-                    reconsume_times, prepared_offset,
+                size = _append(
+                    self._ctx, position, body, body_len, topic_bytes, len(topic_bytes), props,
+                    len(props), queue_id, flag, queue_offset, sys_flag,
+                    now if born_timestamp is None else born_timestamp, now, reconsume_times,
+                    prepared_offset,
                 )
-                if size > 0:
-                    break
-                if size != codec.ENC_NOSPACE:
-                    return PutResult.failed(
-                        PutStatus.MESSAGE_ILLEGAL,
-                        f"record does not fit in a CommitLog file of {self.file_size} bytes"
-                        if size == codec.ENC_TOOBIG else "invalid record lengths",
-                        queue_id,
-                    )
-                lib.mq_write_blank(mapped.ptr, position, self.file_size)
-                mapped.wrote_position = self.file_size
-                mapped = None
+            if size > 0:
+                store_host = self.store_host
+            else:
+                outcome = self._append_slow(
+                    topic_bytes, queue_id, body, body_len, props, flag, sys_flag,
+                    now if born_timestamp is None else born_timestamp, now, reconsume_times,
+                    prepared_offset, hosts, queue_offset,
+                )
+                if outcome.__class__ is PutResult:
+                    return outcome
+                mapped, position, size, store_host = outcome
             mapped.wrote_position = position + size
             if queued:
                 self.queue_offsets[key] = queue_offset + 1
         offset = mapped.file_from_offset + position
-        status = PutStatus.PUT_OK
+        status = PUT_OK
         if self._sync and wait_flush and not self.flush_service.wait_for_flush(offset + size):
             status = PutStatus.FLUSH_DISK_TIMEOUT
-        return PutResult(status, offset, queue_id, queue_offset, now, size, store_host)
+        return _tuple_new(PutResult, (status, offset, queue_id, queue_offset, now, size,
+                                      store_host, None))
+
+    def _append_slow(self, topic_bytes, queue_id, body, body_len, props, flag, sys_flag,
+                     born_timestamp, now, reconsume_times, prepared_offset, hosts,
+                     queue_offset):
+        """The rare cases of `append`: no current file, a full file (blank record, roll
+        and retry), explicit hosts, and records that can never fit."""
+        born_host, store_host = hosts or (None, None)
+        born_host = born_host or self.born_host
+        store_host = store_host or self.store_host
+        mapped = self._current
+        for _attempt in range(2):
+            if mapped is None:
+                try:
+                    mapped = self._roll()
+                except DiskFullError as exc:
+                    return PutResult.failed(PutStatus.CREATE_MAPPED_FILE_FAILED, str(exc), queue_id)
+            position = mapped.wrote_position
+            size = lib.mq_encode_record(
+                mapped.ptr, position, self.file_size, mapped.file_from_offset + position,
+                body, body_len, topic_bytes, len(topic_bytes), props, len(props),
+                queue_id, flag, queue_offset, sys_flag, born_timestamp,
+                born_host, len(born_host), now, store_host, len(store_host),
+                reconsume_times, prepared_offset,
+            )
+            if size > 0:
+                return mapped, position, size, store_host
+            if size != codec.ENC_NOSPACE:
+                break
+            lib.mq_write_blank(mapped.ptr, position, self.file_size)
+            mapped.wrote_position = self.file_size
+            mapped = None
+        reason = (
+            f"record does not fit in a CommitLog file of {self.file_size} bytes"
+            if size == codec.ENC_TOOBIG else "invalid record lengths"
+        )
+        return PutResult.failed(PutStatus.MESSAGE_ILLEGAL, reason, queue_id)
 
     def append_batch(self, topic: str, topic_bytes: bytes, queue_id: int, bodies: bytes,
                      body_lens: array, props: bytes, props_lens: array, flags: array,
@@ -322,7 +373,7 @@ class CommitLog:
         c_flags = ffi.from_buffer("int32_t[]", flags)
         c_sizes = ffi.from_buffer("int32_t[]", sizes, require_writable=True)
         with self._lock:
-            now = self._clock()
+            now = self._time_ns() // 1_000_000
             first_queue_offset = self.queue_offsets.get(key, 0)
             mapped = self._current
             for _attempt in range(2):
@@ -442,4 +493,5 @@ class CommitLog:
             with self._lock:
                 self.flush()
                 self._current = None
+                self._ctx.base = ffi.NULL
         self.queue.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from operator import itemgetter
 from typing import Iterator, List, Optional, Sequence, Union, overload
 
 from .message import offset_msg_id
@@ -27,51 +28,47 @@ class PutStatus(enum.Enum):
 PUT_OK = PutStatus.PUT_OK
 
 
-class PutResult:
+class PutResult(tuple):
     """The outcome of putting one message.
 
     On success (`status` PUT_OK or FLUSH_DISK_TIMEOUT) it says where the record went:
     `commitlog_offset`, `queue_id`, `queue_offset`, `store_timestamp`, `store_size`
     and `msg_id` (the offset message id). On failure those are -1 and `error` says why.
+
+    A tuple underneath (one allocation per put); use the attributes, not positions.
     """
 
-    __slots__ = (
-        "status",
-        "commitlog_offset",
-        "queue_id",
-        "queue_offset",
-        "store_timestamp",
-        "store_size",
-        "_store_host",
-        "error",
-    )
+    __slots__ = ()
 
-    def __init__(self, status, commitlog_offset, queue_id, queue_offset, store_timestamp,
-                 store_size, store_host, error=None):
-        self.status = status
-        self.commitlog_offset = commitlog_offset
-        self.queue_id = queue_id
-        self.queue_offset = queue_offset
-        self.store_timestamp = store_timestamp
-        self.store_size = store_size
-        self._store_host = store_host
-        self.error = error
+    status: PutStatus = property(itemgetter(0))  # type: ignore[assignment]
+    commitlog_offset: int = property(itemgetter(1))  # type: ignore[assignment]
+    queue_id: int = property(itemgetter(2))  # type: ignore[assignment]
+    queue_offset: int = property(itemgetter(3))  # type: ignore[assignment]
+    store_timestamp: int = property(itemgetter(4))  # type: ignore[assignment]
+    store_size: int = property(itemgetter(5))  # type: ignore[assignment]
+    error: Optional[str] = property(itemgetter(7))  # type: ignore[assignment]
+
+    def __new__(cls, status: PutStatus, commitlog_offset: int, queue_id: int,
+                queue_offset: int, store_timestamp: int, store_size: int,
+                store_host: bytes, error: Optional[str] = None) -> PutResult:
+        return _tuple_new(cls, (status, commitlog_offset, queue_id, queue_offset,
+                                store_timestamp, store_size, store_host, error))
 
     @classmethod
     def failed(cls, status: PutStatus, error: str, queue_id: int = -1) -> PutResult:
-        return cls(status, -1, queue_id, -1, -1, 0, b"", error)
+        return _tuple_new(cls, (status, -1, queue_id, -1, -1, 0, b"", error))
 
     @property
     def ok(self) -> bool:
         """True only for PUT_OK."""
-        return self.status is PUT_OK
+        return self[0] is PUT_OK
 
     @property
     def msg_id(self) -> Optional[str]:
         """Offset message id (store host + commitlog offset), None if nothing was written."""
-        if self.commitlog_offset < 0:
+        if self[1] < 0:
             return None
-        return offset_msg_id(self._store_host, self.commitlog_offset)
+        return offset_msg_id(self[6], self[1])
 
     def __repr__(self) -> str:
         if self.commitlog_offset < 0:
@@ -80,6 +77,9 @@ class PutResult:
             f"PutResult({self.status.name}, commitlog_offset={self.commitlog_offset}, "
             f"queue_id={self.queue_id}, queue_offset={self.queue_offset})"
         )
+
+
+_tuple_new = tuple.__new__
 
 
 class PutBatchResult(Sequence[PutResult]):
@@ -129,9 +129,9 @@ class PutBatchResult(Sequence[PutResult]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError("batch result index out of range")
-        return PutResult(self.status, self._offsets[index], self.queue_id,
-                         self._first_queue_offset + index, self.store_timestamp,
-                         self._sizes[index], self._store_host)
+        return _tuple_new(PutResult, (self.status, self._offsets[index], self.queue_id,
+                                      self._first_queue_offset + index, self.store_timestamp,
+                                      self._sizes[index], self._store_host, None))
 
     def __iter__(self) -> Iterator[PutResult]:
         for i in range(len(self)):

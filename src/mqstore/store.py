@@ -17,6 +17,7 @@ from .config import SYNC_FLUSH, StoreConfig
 from .errors import MQStoreError, StoreClosedError
 from .lockfile import StoreLock
 from .message import (
+    PROPERTY_DELAY_TIME_LEVEL,
     PROPERTY_REAL_QUEUE_ID,
     PROPERTY_REAL_TOPIC,
     PROPERTY_WAIT_STORE_MSG_OK,
@@ -73,6 +74,8 @@ class MessageStore:
             if self.recovery.bytes_truncated or self.recovery.files_deleted:
                 log.warning("opened %s: %s", self.path, self.recovery)
             self.commitlog.start()
+            self._append = self._refuse_write if _readonly else self.commitlog.append
+            self._max_body = config.max_message_size
         except BaseException:
             if getattr(self, "commitlog", None) is not None:
                 self.commitlog.shutdown()
@@ -144,60 +147,87 @@ class MessageStore:
         does. A MessageExt (a record read back from a store) is stored as it is:
         same properties string, no delay rewrite; only offsets and store time are new.
         """
-        if self._closed or self.readonly:
+        if self._closed:
             self._check_open()
-        if not isinstance(msg, Message):
+        if msg.__class__ is not Message and not isinstance(msg, Message):
             raise TypeError(f"put takes a Message, got {type(msg).__name__}")
-        if type(queue_id) is not int:
-            raise TypeError(f"queue_id must be an int, got {type(queue_id).__name__}")
-        if not 0 <= queue_id <= _QUEUE_ID_MAX:
-            raise ValueError(f"queue_id {queue_id} is negative or too large")
+        if queue_id.__class__ is not int or not 0 <= queue_id <= _QUEUE_ID_MAX:
+            queue_id = self._check_queue_id(queue_id)
         topic = msg.topic
         topic_bytes = self._topic_bytes.get(topic) or self._topic_to_bytes(topic)
         if topic_bytes is None:
             return PutResult.failed(PutStatus.MESSAGE_ILLEGAL, self._topic_error(topic), queue_id)
         body = msg.body
-        if type(body) is bytes:
+        if body.__class__ is bytes:
             body_len = len(body)
         else:
             view = memoryview(body)
             body_len = view.nbytes
             body = ffi.from_buffer(view)
-        if body_len > self.config.max_message_size:
+        if body_len > self._max_body:
             return PutResult.failed(
                 PutStatus.MESSAGE_ILLEGAL,
-                f"body is {body_len} bytes, more than max_message_size "
-                f"{self.config.max_message_size}",
+                f"body is {body_len} bytes, more than max_message_size {self._max_body}",
                 queue_id,
             )
         props = msg.encoded_properties()
         sys_flag = msg.sys_flag
-        if isinstance(msg, MessageExt):
-            # A stored record put again (replay, migration, delivery of a delayed
-            # message): kept as it is, its properties string byte for byte.
-            born_host, store_host = msg._born_host_raw, msg._store_host_raw
-        else:
-            if props and msg.delay_level > 0 and sys_flag & codec.TRANSACTION_TYPE_MASK in (
-                codec.TRANSACTION_NOT_TYPE, codec.TRANSACTION_COMMIT_TYPE
+        hosts = None
+        wait = True
+        if msg.__class__ is not Message:
+            if isinstance(msg, MessageExt):
+                # A stored record put again (replay, migration, delivery of a delayed
+                # message): kept as it is, its properties string byte for byte.
+                hosts = (msg._born_host_raw, msg._store_host_raw)
+            elif msg.born_host or msg.store_host:
+                hosts = self._hosts(msg)
+        elif msg.born_host or msg.store_host:
+            hosts = self._hosts(msg)
+        if props:
+            if len(props) > codec.MAX_PROPERTIES_BYTES:
+                return PutResult.failed(
+                    PutStatus.PROPERTIES_SIZE_EXCEEDED,
+                    f"properties are {len(props)} bytes, more than {codec.MAX_PROPERTIES_BYTES}",
+                    queue_id,
+                )
+            properties = msg._props()
+            if (
+                PROPERTY_DELAY_TIME_LEVEL in properties
+                and not isinstance(msg, MessageExt)
+                and msg.delay_level > 0
+                and not sys_flag & codec.TRANSACTION_PREPARED_TYPE
             ):
                 topic, queue_id, props = self._schedule(msg, topic, queue_id)
                 topic_bytes = self._topic_to_bytes(topic)
-            born_host = encode_host(msg.born_host) if msg.born_host else None
-            store_host = encode_host(msg.store_host) if msg.store_host else None
-        if len(props) > codec.MAX_PROPERTIES_BYTES:
-            return PutResult.failed(
-                PutStatus.PROPERTIES_SIZE_EXCEEDED,
-                f"properties are {len(props)} bytes, more than {codec.MAX_PROPERTIES_BYTES}",
-                queue_id,
-            )
-        wait = self.config.flush_disk_type != SYNC_FLUSH or (
-            not props or msg.get_property(PROPERTY_WAIT_STORE_MSG_OK) != "false"
-        )
-        return self.commitlog.append(
+                if len(props) > codec.MAX_PROPERTIES_BYTES:
+                    return PutResult.failed(
+                        PutStatus.PROPERTIES_SIZE_EXCEEDED,
+                        f"properties are {len(props)} bytes with REAL_TOPIC/REAL_QID, more "
+                        f"than {codec.MAX_PROPERTIES_BYTES}",
+                        queue_id,
+                    )
+            wait = properties.get(PROPERTY_WAIT_STORE_MSG_OK) != "false"
+        return self._append(
             topic, topic_bytes, queue_id, body, body_len, props, msg.flag, sys_flag,
-            msg.born_timestamp, born_host, store_host, msg.reconsume_times,
-            msg.prepared_transaction_offset, wait,
+            msg.born_timestamp, msg.reconsume_times, msg.prepared_transaction_offset, hosts,
+            wait,
         )
+
+    def _refuse_write(self, *args) -> PutResult:
+        raise MQStoreError(f"store {self.path} is open read-only")
+
+    @staticmethod
+    def _hosts(msg: Message):
+        return (
+            encode_host(msg.born_host) if msg.born_host else None,
+            encode_host(msg.store_host) if msg.store_host else None,
+        )
+
+    @staticmethod
+    def _check_queue_id(queue_id) -> int:
+        if type(queue_id) is not int:
+            raise TypeError(f"queue_id must be an int, got {type(queue_id).__name__}")
+        raise ValueError(f"queue_id {queue_id} is negative or larger than {_QUEUE_ID_MAX}")
 
     def _schedule(self, msg: Message, topic: str, queue_id: int):
         """RocketMQ's put-time rewrite of a delayed message (level clamped to the table)."""
@@ -222,10 +252,8 @@ class MessageStore:
         msgs = list(msgs)
         if not msgs:
             raise ValueError("put_batch needs at least one message")
-        if type(queue_id) is not int:
-            raise TypeError(f"queue_id must be an int, got {type(queue_id).__name__}")
-        if not 0 <= queue_id <= _QUEUE_ID_MAX:
-            raise ValueError(f"queue_id {queue_id} is negative or too large")
+        if queue_id.__class__ is not int or not 0 <= queue_id <= _QUEUE_ID_MAX:
+            queue_id = self._check_queue_id(queue_id)
         topic = msgs[0].topic if isinstance(msgs[0], Message) else None
         for msg in msgs:
             if not isinstance(msg, Message):

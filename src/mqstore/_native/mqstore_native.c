@@ -26,7 +26,10 @@
  *
  * Thread safety: cffi releases the GIL around every call, so any of these functions
  * may run in several threads at once. All of them are reentrant: they keep no state
- * between calls and touch only the memory the caller passes in. The only global data
+ * between calls and touch only the memory the caller passes in. mq_append only reads
+ * its mq_append_ctx; the CommitLog rewrites that struct (on a file roll) only while
+ * holding its append lock, the same lock every mq_append caller holds, so no call
+ * sees it half-written. The only global data
  * is the CRC table, filled once by a constructor when the library is loaded (before
  * Python can call anything) and read-only afterwards. Callers must not let two
  * threads write the same destination bytes at once; mqstore's CommitLog serializes
@@ -304,6 +307,24 @@ int64_t mq_encode_record(char *file_base, int64_t pos, int64_t file_size,
                         sys_flag, born_timestamp, born_host, born_host_len,
                         store_timestamp, store_host, store_host_len, reconsume_times,
                         prepared_offset);
+}
+
+/*
+ * mq_encode_record with the file and the default hosts taken from `ctx`: the
+ * CommitLog's hot path (fewer arguments to convert per call). `ctx` is only read.
+ */
+int64_t mq_append(const mq_append_ctx *ctx, int64_t pos,
+                  const char *body, int32_t body_len,
+                  const char *topic, int32_t topic_len,
+                  const char *props, int32_t props_len,
+                  int32_t queue_id, int32_t flag, int64_t queue_offset,
+                  int32_t sys_flag, int64_t born_timestamp, int64_t store_timestamp,
+                  int32_t reconsume_times, int64_t prepared_offset) {
+    return mq_encode_record(ctx->base, pos, ctx->file_size, ctx->file_from_offset + pos, body,
+                            body_len, topic, topic_len, props, props_len, queue_id, flag,
+                            queue_offset, sys_flag, born_timestamp, ctx->born_host,
+                            ctx->born_host_len, store_timestamp, ctx->store_host,
+                            ctx->store_host_len, reconsume_times, prepared_offset);
 }
 
 /*

@@ -92,6 +92,28 @@ int64_t mq_encode_batch(char *file_base, int64_t pos, int64_t file_size,
                         const char *store_host, int32_t store_host_len,
                         int32_t reconsume_times, int32_t *out_sizes);
 
+/*
+ * What stays the same across appends to one CommitLog file: set by the CommitLog when
+ * it rolls to a file (under its append lock), only read by mq_append.
+ */
+typedef struct {
+    char *base;
+    int64_t file_size;
+    int64_t file_from_offset;
+    char born_host[20];
+    int32_t born_host_len;
+    char store_host[20];
+    int32_t store_host_len;
+} mq_append_ctx;
+
+int64_t mq_append(const mq_append_ctx *ctx, int64_t pos,
+                  const char *body, int32_t body_len,
+                  const char *topic, int32_t topic_len,
+                  const char *props, int32_t props_len,
+                  int32_t queue_id, int32_t flag, int64_t queue_offset,
+                  int32_t sys_flag, int64_t born_timestamp, int64_t store_timestamp,
+                  int32_t reconsume_times, int64_t prepared_offset);
+
 int32_t mq_write_blank(char *file_base, int64_t pos, int64_t file_size);
 
 int32_t mq_scan(const char *buf, int64_t buf_len, int64_t pos, int32_t max_records,
