@@ -1,0 +1,35 @@
+"""The README's install/test commands are what CI runs, and its Python example runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks(text: str):
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_readme_example_runs_as_written(tmp_path):
+    blocks = python_blocks(README.read_text(encoding="utf-8"))
+    assert blocks, "README has no Python example"
+    for block in blocks:
+        script = tmp_path / "example.py"
+        script.write_text(block, encoding="utf-8")
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "[1, 2]" in done.stdout
+        assert "b'second'" in done.stdout
+
+
+def test_ci_runs_the_readme_commands():
+    text = README.read_text(encoding="utf-8")
+    for marker in ("<!-- install -->", "<!-- test -->"):
+        assert re.search(re.escape(marker) + r"\n```sh\n\S", text), marker
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "readme_cmd install" in ci and "readme_cmd test" in ci
