@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
+import random
 import struct
+import time
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Iterable, List, Mapping, Optional, Union
@@ -85,6 +89,47 @@ def decode_msg_id(msg_id: str) -> tuple:
     except ValueError:
         raise ValueError(f"msg id {msg_id!r} is not hex") from None
     return decode_host(raw[:-8]), struct.unpack(">q", raw[-8:])[0]
+
+
+def _month_start_ms(now_ms: int) -> int:
+    """Start of the local calendar month containing `now_ms` (RocketMQ's time base)."""
+    local = time.localtime(now_ms / 1000)
+    return int(time.mktime((local.tm_year, local.tm_mon, 1, 0, 0, 0, 0, 0, -1)) * 1000)
+
+
+_uniq_counter = itertools.count()
+_uniq_prefix: Optional[bytes] = None
+
+
+def create_uniq_id(host_ip: str = "127.0.0.1", now_ms: Optional[int] = None) -> str:
+    """A client message id (UNIQ_KEY) in RocketMQ's MessageClientIDSetter layout:
+    host IP, pid (16 bits), a per-process random int, milliseconds since the start of
+    the current local month (i32), a per-process counter (16 bits); uppercase hex
+    (32 digits for IPv4). Thread-safe."""
+    global _uniq_prefix
+    if _uniq_prefix is None or not _uniq_prefix.startswith(ipaddress.ip_address(host_ip).packed):
+        _uniq_prefix = (
+            ipaddress.ip_address(host_ip).packed
+            + struct.pack(">H", os.getpid() & 0xFFFF)
+            + random.getrandbits(32).to_bytes(4, "big")
+        )
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    elapsed = max(0, min(now_ms - _month_start_ms(now_ms), 2**31 - 1))
+    counter = next(_uniq_counter) & 0xFFFF
+    return (_uniq_prefix + struct.pack(">iH", elapsed, counter)).hex().upper()
+
+
+def uniq_id_time_hint(uniq_id: str, now_ms: Optional[int] = None) -> int:
+    """Approximate creation time (ms) encoded in a UNIQ_KEY: its month offset applied to
+    the current month, or the previous one when that would lie in the future."""
+    raw = bytes.fromhex(uniq_id)
+    elapsed = struct.unpack(">i", raw[-6:-2])[0]
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    start = _month_start_ms(now_ms)
+    if start + elapsed > now_ms:
+        start = _month_start_ms(start - 1)
+    return start + elapsed
 
 
 # ----------------------------------------------------------------------------- properties
