@@ -163,23 +163,25 @@ class CommitLog:
         """Map the existing files (StoreCorruptedError names a foreign or wrong-size one)."""
         self.queue.load()
 
-    def recover(self) -> CommitLogRecovery:
-        """Walk every record from the first file, validating each (with CRC when
-        `check_crc_on_recover`), set the end of the log after the last valid record and
-        rebuild the next queue offset of every queue.
+    def recover(self, from_file: Optional[int] = None) -> CommitLogRecovery:
+        """Find the end of the log: walk records from file `from_file` (default: the
+        third-last file, RocketMQ's normal recovery), validating each (with CRC when
+        `check_crc_on_recover`), and end the log after the last valid record.
 
-        A damaged tail in the last file is truncated (reported, not silently dropped).
-        Files after the damage are deleted only when nothing was ever written to them
-        (RocketMQ's pre-allocated next file); otherwise StoreCorruptedError, and
-        nothing is deleted.
+        A damaged tail is truncated (reported, never silently dropped). Files after
+        the damage are deleted only when nothing was ever written to them (RocketMQ's
+        pre-allocated next file); otherwise StoreCorruptedError, and nothing is deleted.
         """
         report = CommitLogRecovery()
         flags = codec.SCAN_CHECK_CRC if self.config.check_crc_on_recover else 0
         files = self.queue.files
-        offsets = self.queue_offsets
-        end = files[0].file_from_offset if files else 0
-        for index, mapped in enumerate(files):
-            position, reason = self._recover_file(mapped, flags, offsets, report)
+        if from_file is None:
+            from_file = max(0, len(files) - 3)
+        end = files[from_file].file_from_offset if files else 0
+        for index in range(from_file, len(files)):
+            mapped = files[index]
+            position, reason, checked = self._walk_file(mapped, flags)
+            report.records_checked += checked
             if reason in (codec.STOP_BLANK, codec.STOP_END):
                 end = mapped.file_from_offset + self.file_size
                 continue
@@ -206,29 +208,18 @@ class CommitLog:
         self.queue.flushed_where = self.queue.committed_where = end
         return report
 
-    def _recover_file(self, mapped: MappedFile, flags: int, offsets, report) -> Tuple[int, int]:
+    def _walk_file(self, mapped: MappedFile, flags: int) -> Tuple[int, int, int]:
+        """(stop position, stop reason, records checked) of a walk through one file."""
         position = 0
-        ptr = mapped.ptr
-        topic_names: Dict[bytes, str] = {}
-        unpack = ffi.unpack
+        checked = 0
+        out = ffi.new("int64_t[]", _SCAN_CHUNK * codec.FIELDS + 2)
+        stop = out + _SCAN_CHUNK * codec.FIELDS
         while True:
-            result = codec.scan(ptr, self.file_size, position, _SCAN_CHUNK, flags)
-            fields = result.fields
-            for base in range(0, result.count * codec.FIELDS, codec.FIELDS):
-                if fields[base + codec.F_SYS_FLAG] & codec.TRANSACTION_TYPE_MASK in _NOT_QUEUED:
-                    continue
-                raw = unpack(ptr + fields[base + codec.F_TOPIC_OFF], fields[base + codec.F_TOPIC_LEN])
-                topic = topic_names.get(raw)
-                if topic is None:
-                    topic = topic_names[raw] = raw.decode("utf-8", "replace")
-                key = (topic, fields[base + codec.F_QUEUE_ID])
-                next_offset = fields[base + codec.F_QUEUE_OFFSET] + 1
-                if offsets.get(key, 0) < next_offset:
-                    offsets[key] = next_offset
-            report.records_checked += result.count
-            position = result.stop_pos
-            if result.stop_reason != codec.STOP_LIMIT:
-                return position, result.stop_reason
+            checked += lib.mq_scan(mapped.ptr, self.file_size, position, _SCAN_CHUNK, flags,
+                                   out, stop)
+            position = stop[0]
+            if stop[1] != codec.STOP_LIMIT:
+                return position, stop[1], checked
 
     def _written_bytes_after(self, end: int) -> int:
         """Bytes of apparent data past `end` in its file (what truncation cuts off)."""
@@ -456,7 +447,8 @@ class CommitLog:
                 return
             try:
                 position = offset - mapped.file_from_offset
-                result = codec.scan(mapped.ptr, mapped.wrote_position, position, 256, flags)
+                readable = mapped.wrote_position  # what this scan may see, fixed now
+                result = codec.scan(mapped.ptr, readable, position, 256, flags)
                 messages = [
                     MessageExt._from_fields(mapped.ptr, result.fields, i) for i in range(result.count)
                 ]
@@ -468,12 +460,14 @@ class CommitLog:
             if reason == codec.STOP_LIMIT:
                 continue
             if reason == codec.STOP_BLANK or (
-                reason == codec.STOP_END and mapped.wrote_position >= self.file_size
+                reason == codec.STOP_END and readable >= self.file_size
             ):
                 offset = mapped.file_from_offset + self.file_size
                 continue
             if codec.is_error(reason):
                 raise RecordError(codec.STOP_REASONS[reason], offset, mapped.path)
+            if mapped.wrote_position > readable:
+                continue  # the writer appended while we were yielding: read on
             return
 
     # -- flushing and closing ----------------------------------------------------

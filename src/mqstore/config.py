@@ -29,7 +29,7 @@ def parse_delay_levels(text: str) -> List[int]:
     """
     levels = []
     for item in text.split():
-        match = re.fullmatch(r"(\d+)([smhd])", item)
+        match = re.fullmatch(r"([0-9]+)([smhd])", item)
         if not match:
             raise ValueError(
                 f"message_delay_level: {item!r} is not an integer followed by s, m, h or d"
@@ -44,7 +44,7 @@ def parse_delete_when(text: str) -> List[int]:
     """Parse `delete_when` ("04" or "01;13") into hours; ValueError when malformed."""
     hours = []
     for part in text.split(";"):
-        if not re.fullmatch(r"\d{1,2}", part.strip()) or not 0 <= int(part) <= 23:
+        if not re.fullmatch(r"[0-9]{1,2}", part.strip()) or not 0 <= int(part) <= 23:
             raise ValueError(f"delete_when: {part!r} is not an hour 00..23 (use '04' or '01;13')")
         hours.append(int(part))
     return hours

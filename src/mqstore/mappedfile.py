@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 OS_PAGE_SIZE = mmap.PAGESIZE
 FILE_NAME_DIGITS = 20
-_FILE_NAME_RE = re.compile(r"\d{20}")
+_FILE_NAME_RE = re.compile(r"[0-9]{20}")
 
 
 def file_name(offset: int) -> str:
@@ -38,15 +38,15 @@ class MappedFile:
     """
 
     def __init__(self, path: str, file_size: int, *, create: bool = False,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, offset_name: bool = True) -> None:
         name = os.path.basename(path)
-        if not _FILE_NAME_RE.fullmatch(name):
+        if offset_name and not _FILE_NAME_RE.fullmatch(name):
             raise StoreCorruptedError(
                 f"{path}: file name is not a 20-digit offset; not a store file", path=path
             )
         self.path = path
         self.file_size = file_size
-        self.file_from_offset = int(name)
+        self.file_from_offset = int(name) if offset_name else 0
         self.readonly = readonly
         self.wrote_position = 0
         self.committed_position = 0

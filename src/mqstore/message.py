@@ -54,7 +54,7 @@ def encode_host(host: str) -> bytes:
         addr, sep, port = host[1:].partition("]:")
     else:
         addr, sep, port = host.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise ValueError(f"host {host!r} is not 'ip:port' or '[ipv6]:port'")
     try:
         ip = ipaddress.ip_address(addr)

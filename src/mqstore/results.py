@@ -139,3 +139,39 @@ class PutBatchResult(Sequence[PutResult]):
 
     def __repr__(self) -> str:
         return f"PutBatchResult({self.status.name}, {len(self)} messages, error={self.error!r})"
+
+
+class GetStatus(enum.Enum):
+    """RocketMQ's GetMessageStatus: why `get` returned what it did."""
+
+    FOUND = "FOUND"
+    NO_MATCHED_MESSAGE = "NO_MATCHED_MESSAGE"
+    MESSAGE_WAS_REMOVING = "MESSAGE_WAS_REMOVING"
+    OFFSET_FOUND_NULL = "OFFSET_FOUND_NULL"
+    OFFSET_OVERFLOW_BADLY = "OFFSET_OVERFLOW_BADLY"
+    OFFSET_OVERFLOW_ONE = "OFFSET_OVERFLOW_ONE"
+    OFFSET_TOO_SMALL = "OFFSET_TOO_SMALL"
+    NO_MATCHED_LOGIC_QUEUE = "NO_MATCHED_LOGIC_QUEUE"
+    NO_MESSAGE_IN_QUEUE = "NO_MESSAGE_IN_QUEUE"
+
+
+class GetResult:
+    """The outcome of `get`: `status`, the `messages` found, where the next read should
+    begin (`next_begin_offset`) and the queue's `min_offset` / `max_offset`."""
+
+    __slots__ = ("status", "messages", "next_begin_offset", "min_offset", "max_offset")
+
+    def __init__(self, status: GetStatus, messages: list, next_begin_offset: int,
+                 min_offset: int, max_offset: int) -> None:
+        self.status = status
+        self.messages = messages
+        self.next_begin_offset = next_begin_offset
+        self.min_offset = min_offset
+        self.max_offset = max_offset
+
+    def __repr__(self) -> str:
+        return (
+            f"GetResult({self.status.name}, {len(self.messages)} messages, "
+            f"next_begin_offset={self.next_begin_offset}, min_offset={self.min_offset}, "
+            f"max_offset={self.max_offset})"
+        )

@@ -8,11 +8,14 @@ import os
 import re
 import threading
 from array import array
-from typing import Dict, Iterable, Iterator, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import codec
 from ._native import ffi
 from .commitlog import CommitLog, CommitLogRecovery
+from .consumequeue import ConsumeQueue, FlushConsumeQueueService
+from .dispatch import Dispatcher
+from .index import IndexService
 from .config import SYNC_FLUSH, StoreConfig
 from .errors import MQStoreError, StoreClosedError
 from .lockfile import StoreLock
@@ -25,9 +28,11 @@ from .message import (
     Message,
     MessageExt,
     encode_host,
+    decode_msg_id,
     encode_properties,
 )
-from .results import PutBatchResult, PutResult, PutStatus
+from .reader import parse_tags, read_queue
+from .results import GetResult, PutBatchResult, PutResult, PutStatus
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +72,100 @@ class MessageStore:
         if not _readonly:
             self._lock = StoreLock(self.path)
             self._lock.acquire()
+        self._consume_queues: Dict[Tuple[str, int], ConsumeQueue] = {}
+        self._cq_lock = threading.Lock()
+        #: ConsumeQueue units skipped by `get` because they point at no valid record
+        self.damaged_units = 0
+        self.commitlog: Optional[CommitLog] = None
+        self.index: Optional[IndexService] = None
+        self.dispatcher: Optional[Dispatcher] = None
+        self._cq_flush: Optional[FlushConsumeQueueService] = None
         try:
-            self.commitlog = CommitLog(self.path, config, readonly=_readonly)
-            self.commitlog.load()
-            self.recovery: CommitLogRecovery = self.commitlog.recover()
-            if self.recovery.bytes_truncated or self.recovery.files_deleted:
-                log.warning("opened %s: %s", self.path, self.recovery)
-            self.commitlog.start()
-            self._append = self._refuse_write if _readonly else self.commitlog.append
-            self._max_body = config.max_message_size
+            self._open()
         except BaseException:
-            if getattr(self, "commitlog", None) is not None:
-                self.commitlog.shutdown()
+            self._shutdown_parts()
             if self._lock is not None:
                 self._lock.release()
             raise
         self._closed = False
+
+    def _open(self) -> None:
+        config = self.config
+        readonly = self.readonly
+        self.commitlog = CommitLog(self.path, config, readonly=readonly)
+        self.commitlog.load()
+        self._load_consume_queues()
+        if config.message_index_enable:
+            self.index = IndexService(self.path, config.max_hash_slot_num, config.max_index_num,
+                                      config.clock, readonly=readonly)
+            self.index.load()
+        for queue in self._consume_queues.values():
+            queue.recover()
+        max_cq_end = max((q.max_physic_offset for q in self._consume_queues.values()), default=-1)
+        self.recovery: CommitLogRecovery = self.commitlog.recover()
+        if self.recovery.bytes_truncated or self.recovery.files_deleted:
+            log.warning("opened %s: %s", self.path, self.recovery)
+        end = self.recovery.end_offset
+        if not self.commitlog.queue.files and not readonly:
+            for queue in self._consume_queues.values():
+                queue.destroy()
+        elif max_cq_end >= end:
+            for queue in self._consume_queues.values():
+                queue.truncate_to_commitlog(end)
+        self.dispatcher = Dispatcher(self.commitlog, self.consume_queue, self.index,
+                                     config.delay_levels_ms, readonly=readonly)
+        max_cq_end = max((q.max_physic_offset for q in self._consume_queues.values()), default=-1)
+        self.dispatcher.reput_from_offset = max(max_cq_end, self.commitlog.min_offset())
+        if not readonly:
+            self.dispatcher.catch_up()
+        min_offset = self.commitlog.min_offset()
+        for (topic, queue_id), queue in self._consume_queues.items():
+            self.commitlog.queue_offsets[(topic, queue_id)] = queue.max_offset()
+            queue.correct_min_offset(min_offset)
+        self.commitlog.start()
+        self._append = self._refuse_write if readonly else self.commitlog.append
+        self._max_body = config.max_message_size
+        if not readonly:
+            self.dispatcher.start()
+            self._cq_flush = FlushConsumeQueueService(self._consume_queues_snapshot, config)
+
+    def _load_consume_queues(self) -> None:
+        root = os.path.join(self.path, "consumequeue")
+        if not os.path.isdir(root):
+            return
+        for topic in sorted(os.listdir(root)):
+            topic_dir = os.path.join(root, topic)
+            if not os.path.isdir(topic_dir):
+                continue
+            for name in sorted(os.listdir(topic_dir)):
+                if not (name.isascii() and name.isdigit()) or not os.path.isdir(os.path.join(topic_dir, name)):
+                    continue  # RocketMQ ignores queue directories that are not numbers
+                queue = ConsumeQueue(self.path, topic, int(name),
+                                     self.config.mapped_file_size_consume_queue, self.readonly)
+                queue.load()
+                self._consume_queues[(topic, int(name))] = queue
+
+    def consume_queue(self, topic: str, queue_id: int) -> ConsumeQueue:
+        """The ConsumeQueue of (topic, queue_id), created (empty, no files) if new."""
+        queue = self._consume_queues.get((topic, queue_id))
+        if queue is None:
+            with self._cq_lock:
+                queue = self._consume_queues.get((topic, queue_id))
+                if queue is None:
+                    queue = ConsumeQueue(self.path, topic, queue_id,
+                                         self.config.mapped_file_size_consume_queue,
+                                         self.readonly)
+                    self._consume_queues[(topic, queue_id)] = queue
+        return queue
+
+    def note_damaged_unit(self, topic: str, queue_id: int, queue_offset: int, why: str) -> None:
+        """Count and log a ConsumeQueue unit that cannot be served (a damaged file)."""
+        self.damaged_units += 1
+        log.warning("ConsumeQueue %s/%d: unit %d skipped: %s", topic, queue_id, queue_offset, why)
+
+    def _consume_queues_snapshot(self) -> List[ConsumeQueue]:
+        with self._cq_lock:
+            return list(self._consume_queues.values())
 
     @classmethod
     def open_readonly(cls, path, config: Optional[StoreConfig] = None, **overrides) -> MessageStore:
@@ -207,11 +290,15 @@ class MessageStore:
                         queue_id,
                     )
             wait = properties.get(PROPERTY_WAIT_STORE_MSG_OK) != "false"
-        return self._append(
+        result = self._append(
             topic, topic_bytes, queue_id, body, body_len, props, msg.flag, sys_flag,
             msg.born_timestamp, msg.reconsume_times, msg.prepared_transaction_offset, hosts,
             wait,
         )
+        dispatcher = self.dispatcher
+        if dispatcher.idle:
+            dispatcher.notify_appended()
+        return result
 
     def _refuse_write(self, *args) -> PutResult:
         raise MQStoreError(f"store {self.path} is open read-only")
@@ -289,10 +376,12 @@ class MessageStore:
                 return PutBatchResult(illegal, error="a batch cannot carry a transaction type")
             if msg.delay_level > 0:
                 return PutBatchResult(illegal, error="a batch cannot carry a delay level")
-        return self.commitlog.append_batch(
+        result = self.commitlog.append_batch(
             topic, topic_bytes, queue_id, b"".join(bodies), body_lens, b"".join(props),
             props_lens, array("i", [msg.flag for msg in msgs]), 0, msgs[0].born_timestamp, 0,
         )
+        self.dispatcher.notify_appended()
+        return result
 
     # -- reading -----------------------------------------------------------------
 
@@ -315,6 +404,134 @@ class MessageStore:
             raise StoreClosedError(f"store {self.path} is closed")
         return self.commitlog.iter_messages(from_offset)
 
+    def get(self, topic: str, queue_id: int, offset: int, max_msgs: int = 32,
+            tags: Optional[str] = None) -> GetResult:
+        """Up to `max_msgs` messages of (topic, queue_id) from queue offset `offset`, as
+        RocketMQ's getMessage answers (statuses, next_begin_offset, min/max offsets;
+        at most `max_transfer_count_on_message_in_memory` messages and about
+        `max_transfer_bytes_on_message_in_memory` bytes per call, units of one
+        ConsumeQueue file per call).
+
+        `tags` filters: None or "*" for all, else "a || b": the ConsumeQueue tag code
+        is matched first, then the exact tag (so hash collisions are not returned).
+        Messages carry `bytes` bodies copied once from the mapped file; they stay valid
+        after the store is closed.
+
+        An unknown queue is NO_MESSAGE_IN_QUEUE, not an error. Raises TypeError or
+        ValueError for a non-str topic, a negative queue id or offset, max_msgs <= 0,
+        or a malformed tag expression.
+        """
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        if queue_id.__class__ is not int or not 0 <= queue_id <= _QUEUE_ID_MAX:
+            queue_id = self._check_queue_id(queue_id)
+        if offset.__class__ is not int:
+            raise TypeError(f"offset must be an int, got {type(offset).__name__}")
+        if offset < 0:
+            raise ValueError(f"offset {offset} is negative")
+        if max_msgs.__class__ is not int or max_msgs <= 0:
+            raise ValueError(f"max_msgs must be a positive int, got {max_msgs!r}")
+        tag_filter = parse_tags(tags)
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        return read_queue(self, topic, queue_id, offset, max_msgs, tag_filter)
+
+    def wait_for_message(self, topic: str, queue_id: int, offset: int,
+                         timeout: float) -> bool:
+        """Block until the queue holds a message at `offset` (its max offset passed it)
+        or `timeout` seconds pass; True when one is there. Woken by the dispatcher as
+        soon as the unit lands, not by polling."""
+        queue = self.consume_queue(topic, queue_id)
+        if queue.max_offset() > offset or self.dispatcher is None or self.readonly:
+            return queue.max_offset() > offset
+        return self.dispatcher.wait_for_arrival(lambda: queue.max_offset() > offset, timeout)
+
+    def query_by_key(self, topic: str, key: str, max_msgs: int = 32, begin: int = 0,
+                     end: Optional[int] = None) -> List[MessageExt]:
+        """Messages of `topic` whose KEYS (or UNIQ_KEY) include `key`, stored between
+        `begin` and `end` (ms; `end` defaults to the store clock's now): the newest
+        `max_msgs` (capped at `max_msgs_num_batch`), in ascending CommitLog order.
+        Hash collisions in the index are filtered out by checking the stored keys.
+        Raises TypeError for a non-str topic or key, ValueError for max_msgs <= 0.
+        """
+        if not isinstance(topic, str) or not isinstance(key, str):
+            raise TypeError("topic and key must be str")
+        if max_msgs.__class__ is not int or max_msgs <= 0:
+            raise ValueError(f"max_msgs must be a positive int, got {max_msgs!r}")
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        if self.index is None:
+            return []
+        if end is None:
+            end = self.config.clock()
+        limit = min(max_msgs, self.config.max_msgs_num_batch)
+        found: Dict[int, MessageExt] = {}
+        for commitlog_offset in self.index.iter_offsets(topic, key, begin, end):
+            if commitlog_offset in found:
+                continue
+            try:
+                message = self.commitlog.get_message(commitlog_offset)
+            except MQStoreError:
+                message = None
+            if message is None or message.topic != topic:
+                continue  # beyond the end (after a crash) or another topic
+            if key in message.keys or message.uniq_key == key:
+                found[commitlog_offset] = message
+                if len(found) >= limit:
+                    break
+        return [found[offset] for offset in sorted(found)]
+
+    def look_by_msg_id(self, msg_id: str) -> Optional[MessageExt]:
+        """The message with this offset message id, or None. Raises ValueError for a
+        string that is not an offset message id (32 or 56 hex digits)."""
+        _host, commitlog_offset = decode_msg_id(msg_id)
+        return self.look_by_offset(commitlog_offset)
+
+    def offset_by_time(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
+        """The queue offset of the first message stored at or after `timestamp_ms`
+        (RocketMQ 5's LOWER boundary): the max offset when every message is older, the
+        min offset when every message is newer; 0 for an unknown queue."""
+        queue = self._consume_queues.get((topic, queue_id))
+        if queue is None:
+            return 0
+        low, high = queue.min_offset(), queue.max_offset()
+        while low < high:
+            middle = (low + high) // 2
+            if self._unit_store_time(queue, middle) < timestamp_ms:
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def _unit_store_time(self, queue: ConsumeQueue, queue_offset: int) -> int:
+        """Store time of the message at a queue offset; -1 when it is gone or damaged
+        (so it counts as older than anything)."""
+        unit = queue.unit(queue_offset)
+        if unit is None or unit[0] < self.commitlog.min_offset():
+            return -1
+        try:
+            message = self.commitlog.get_message(unit[0])
+        except MQStoreError:
+            return -1
+        return message.store_timestamp if message is not None else -1
+
+    def min_offset(self, topic: str, queue_id: int) -> int:
+        """The smallest queue offset still readable (0 for an unknown queue)."""
+        queue = self._consume_queues.get((topic, queue_id))
+        return queue.min_offset() if queue is not None else 0
+
+    def max_offset(self, topic: str, queue_id: int) -> int:
+        """One past the last queue offset (0 for an unknown queue)."""
+        queue = self._consume_queues.get((topic, queue_id))
+        return queue.max_offset() if queue is not None else 0
+
+    def topics(self) -> Dict[str, List[int]]:
+        """Every topic with a ConsumeQueue, mapped to its queue ids, sorted."""
+        result: Dict[str, List[int]] = {}
+        for topic, queue_id in sorted(self._consume_queues):
+            result.setdefault(topic, []).append(queue_id)
+        return result
+
     def min_commitlog_offset(self) -> int:
         return self.commitlog.min_offset()
 
@@ -330,19 +547,39 @@ class MessageStore:
             raise StoreClosedError(f"store {self.path} is closed")
         if self.readonly:
             return self.commitlog.max_offset()
-        return self.commitlog.flush()
+        flushed = self.commitlog.flush()
+        for queue in self._consume_queues_snapshot():
+            queue.flush_all()
+        if self.index is not None:
+            self.index.flush()
+        return flushed
 
     def close(self) -> None:
-        """Flush, stop the services, unmap the files and release the lock. Idempotent."""
+        """Dispatch what is left, flush everything, stop the services, unmap the files
+        and release the lock. Idempotent; safe to call from any thread."""
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                self.commitlog.shutdown()
+                self._shutdown_parts()
             finally:
                 if self._lock is not None:
                     self._lock.release()
+
+    def _shutdown_parts(self) -> None:
+        if self.dispatcher is not None and not self.readonly:
+            self.dispatcher.shutdown()
+        if self._cq_flush is not None:
+            self._cq_flush.shutdown()
+        if self.commitlog is not None:
+            self.commitlog.shutdown()
+        for queue in self._consume_queues.values():
+            if not self.readonly:
+                queue.flush_all()
+            queue.shutdown()
+        if self.index is not None:
+            self.index.shutdown()
 
     @property
     def closed(self) -> bool:

@@ -135,6 +135,8 @@ int32_t mq_crc32(const char *data, int64_t len) {
 
 /* ---------------------------------------------------------------- Java hashCode */
 
+static uint32_t java_hash_utf8_from(uint32_t h, const char *data, int64_t len);
+
 /*
  * Java String.hashCode over the UTF-16 code units of the string the bytes decode to.
  * Malformed UTF-8 decodes to U+FFFD per maximal ill-formed subpart (what Java's
@@ -142,8 +144,11 @@ int32_t mq_crc32(const char *data, int64_t len) {
  * RocketMQ would hash it.
  */
 int32_t mq_java_hash_utf8(const char *data, int64_t len) {
+    return (int32_t)java_hash_utf8_from(0, data, len);
+}
+
+static uint32_t java_hash_utf8_from(uint32_t h, const char *data, int64_t len) {
     const unsigned char *s = (const unsigned char *)data;
-    uint32_t h = 0;
     int64_t i = 0;
     while (i < len) {
         unsigned char b0 = s[i];
@@ -205,7 +210,7 @@ int32_t mq_java_hash_utf8(const char *data, int64_t len) {
         }
         i += need + 1;
     }
-    return (int32_t)h;
+    return h;
 }
 
 int32_t mq_java_hash_utf16le(const char *data, int64_t nbytes) {
@@ -550,6 +555,230 @@ int32_t mq_scan(const char *buf, int64_t buf_len, int64_t pos, int32_t max_recor
     stop[0] = pos;
     stop[1] = reason;
     return n;
+}
+
+/*
+ * Decodes the records at the given positions (ConsumeQueue units point at records
+ * scattered through a CommitLog file): out gets MQ_FIELDS slots per position and
+ * reasons[i] is 0 or the MQ_STOP_* / MQ_ERR_* code of position i. Returns how many
+ * decoded. A position at or past buf_len fails with MQ_ERR_TRUNCATED.
+ */
+int32_t mq_decode_many(const char *buf, int64_t buf_len, const int64_t *positions,
+                       int32_t count, int32_t flags, int64_t *out, int64_t *reasons) {
+    int32_t ok = 0;
+    for (int32_t i = 0; i < count; i++) {
+        int64_t pos = positions[i];
+        int64_t *f = out + (int64_t)i * MQ_FIELDS;
+        if (pos < 0 || pos >= buf_len) {
+            reasons[i] = MQ_ERR_TRUNCATED;
+            continue;
+        }
+        reasons[i] = decode_one(buf, buf_len, pos, flags, f);
+        if (reasons[i] == 0)
+            ok++;
+    }
+    return ok;
+}
+
+/* ---------------------------------------------------------------- ConsumeQueue */
+
+#define CQ_UNIT 20
+#define TRANSACTION_PREPARED_BIT 0x4
+
+/*
+ * Splits scanned records (mq_scan output over `buf`) into runs of consecutive records
+ * bound for the same ConsumeQueue (same topic bytes, same queue id, and a transaction
+ * type that gets a queue unit). A record that gets no unit (PREPARED or ROLLBACK)
+ * is a run of its own. Writes the first record index of each run; returns the count.
+ */
+int32_t mq_queue_runs(const char *buf, const int64_t *fields, int32_t count,
+                      int32_t *run_starts) {
+    int32_t runs = 0;
+    for (int32_t i = 0; i < count; i++) {
+        const int64_t *f = fields + (int64_t)i * MQ_FIELDS;
+        if (i > 0) {
+            const int64_t *p = f - MQ_FIELDS;
+            int queued = !(f[MQ_F_SYS_FLAG] & TRANSACTION_PREPARED_BIT);
+            int prev_queued = !(p[MQ_F_SYS_FLAG] & TRANSACTION_PREPARED_BIT);
+            if (queued && prev_queued && f[MQ_F_QUEUE_ID] == p[MQ_F_QUEUE_ID] &&
+                f[MQ_F_TOPIC_LEN] == p[MQ_F_TOPIC_LEN] &&
+                memcmp(buf + f[MQ_F_TOPIC_OFF], buf + p[MQ_F_TOPIC_OFF],
+                       (size_t)f[MQ_F_TOPIC_LEN]) == 0)
+                continue;
+        }
+        run_starts[runs++] = i;
+    }
+    return runs;
+}
+
+/*
+ * Writes the units of `count` scanned records (PHYSICALOFFSET, TOTALSIZE, tag code
+ * from the fields) at cq_base + pos, as many as fit before file_size; returns how
+ * many were written.
+ */
+int32_t mq_cq_write_units(char *cq_base, int64_t pos, int64_t file_size,
+                          const int64_t *fields, int32_t count) {
+    if (pos < 0 || pos % CQ_UNIT)
+        return -1;
+    int64_t room = (file_size - pos) / CQ_UNIT;
+    int32_t n = count < room ? count : (int32_t)room;
+    char *p = cq_base + pos;
+    for (int32_t i = 0; i < n; i++, p += CQ_UNIT) {
+        const int64_t *f = fields + (int64_t)i * MQ_FIELDS;
+        put64(p, f[MQ_F_PHYSICAL_OFFSET]);
+        put32(p + 8, (int32_t)f[MQ_F_TOTAL_SIZE]);
+        put64(p + 12, f[MQ_F_TAGS_CODE]);
+    }
+    return n;
+}
+
+/* RocketMQ's pre-fill units (CL offset 0, size INT32_MAX, tag 0) over [pos, end). */
+int32_t mq_cq_write_blank_units(char *cq_base, int64_t pos, int64_t end) {
+    int32_t n = 0;
+    for (; pos + CQ_UNIT <= end; pos += CQ_UNIT, n++) {
+        put64(cq_base + pos, 0);
+        put32(cq_base + pos + 8, INT32_MAX);
+        put64(cq_base + pos + 12, 0);
+    }
+    return n;
+}
+
+/*
+ * The end of the valid units in [from, to): the first unit with a negative CL offset
+ * or a size <= 0 ends them (RocketMQ's ConsumeQueue recovery), and so does the first
+ * unit whose CL offset is >= cl_limit (truncation to a recovered CommitLog end).
+ */
+int64_t mq_cq_valid_end(const char *cq_base, int64_t from, int64_t to, int64_t cl_limit) {
+    int64_t pos = from - from % CQ_UNIT;
+    for (; pos + CQ_UNIT <= to; pos += CQ_UNIT) {
+        int64_t offset = get64(cq_base + pos);
+        int32_t size = get32(cq_base + pos + 8);
+        if (offset < 0 || size <= 0 || offset >= cl_limit)
+            break;
+    }
+    return pos;
+}
+
+/* ---------------------------------------------------------------- IndexFile */
+
+#define INDEX_HEADER 40
+
+static uint32_t java_hash_utf8_from(uint32_t h, const char *data, int64_t len);
+
+/* Java hash of topic + "#" + key, where topic and key are UTF-8. */
+int32_t mq_java_hash_key(const char *topic, int32_t topic_len, const char *key,
+                         int32_t key_len) {
+    uint32_t h = java_hash_utf8_from(0, topic, topic_len);
+    h = 31u * h + '#';
+    return (int32_t)java_hash_utf8_from(h, key, key_len);
+}
+
+/* Inserts one entry (RocketMQ IndexFile.putKey); 0 when the file is full. */
+static int index_put(char *base, int32_t slot_num, int32_t index_num, int32_t key_hash_raw,
+                     int64_t phy_offset, int64_t store_ts) {
+    int32_t index_count = get32(base + 36);
+    if (index_count <= 0)
+        index_count = 1;
+    if (index_count >= index_num)
+        return 0;
+    int32_t key_hash = key_hash_raw == INT32_MIN ? 0 : (key_hash_raw < 0 ? -key_hash_raw : key_hash_raw);
+    int32_t slot = key_hash % slot_num;
+    char *slot_p = base + INDEX_HEADER + (int64_t)slot * 4;
+    int32_t slot_value = get32(slot_p);
+    if (slot_value <= 0 || slot_value > index_count)
+        slot_value = 0;
+    int64_t begin_ts = get64(base);
+    int64_t diff = 0;
+    if (begin_ts > 0) {
+        diff = (store_ts - begin_ts) / 1000;
+        if (diff < 0)
+            diff = 0;
+        if (diff > INT32_MAX)
+            diff = INT32_MAX;
+    }
+    char *entry = base + INDEX_HEADER + (int64_t)slot_num * 4 + (int64_t)index_count * 20;
+    put32(entry, key_hash);
+    put64(entry + 4, phy_offset);
+    put32(entry + 12, (int32_t)diff);
+    put32(entry + 16, slot_value);
+    put32(slot_p, index_count);
+    if (index_count <= 1) {
+        put64(base + 16, phy_offset);
+        put64(base, store_ts);
+    }
+    if (slot_value == 0)
+        put32(base + 32, get32(base + 32) + 1);
+    put32(base + 36, index_count + 1);
+    put64(base + 24, phy_offset);
+    put64(base + 8, store_ts);
+    return 1;
+}
+
+/*
+ * Indexes scanned records (mq_scan with MQ_SCAN_PROPERTIES) into the index file at
+ * index_base, the way RocketMQ's IndexService.buildIndex does: per record, unless it
+ * is a ROLLBACK or lies below the file's endPhyOffset, the key topic#UNIQ_KEY and then
+ * topic#k for every space-separated k in KEYS. resume[0] / resume[1] are the record
+ * and key to start at (0/0 for a fresh call); when the file fills up, they are set to
+ * where to continue in the next file and 0 is returned. Returns 1 when all records
+ * were indexed. Key numbering: 0 = UNIQ_KEY, 1.. = KEYS tokens in order.
+ */
+int32_t mq_index_add(char *index_base, int32_t slot_num, int32_t index_num,
+                     const char *buf, const int64_t *fields, int32_t count,
+                     int32_t *resume) {
+    if (slot_num <= 0 || index_num <= 1)
+        return -1;
+    for (int32_t i = resume[0]; i < count; i++) {
+        const int64_t *f = fields + (int64_t)i * MQ_FIELDS;
+        int32_t first_key = resume[1];
+        resume[1] = 0;
+        if ((f[MQ_F_SYS_FLAG] & 0xC) == 0xC)
+            continue; /* ROLLBACK */
+        int64_t phy = f[MQ_F_PHYSICAL_OFFSET];
+        if (first_key == 0 && phy < get64(index_base + 24))
+            continue; /* indexed already */
+        const char *topic = buf + f[MQ_F_TOPIC_OFF];
+        int32_t topic_len = (int32_t)f[MQ_F_TOPIC_LEN];
+        int64_t ts = f[MQ_F_STORE_TIMESTAMP];
+        int32_t key_no = 0;
+        if (f[MQ_F_UNIQ_OFF] >= 0) {
+            if (key_no >= first_key) {
+                int32_t h = mq_java_hash_key(topic, topic_len, buf + f[MQ_F_UNIQ_OFF],
+                                             (int32_t)f[MQ_F_UNIQ_LEN]);
+                if (!index_put(index_base, slot_num, index_num, h, phy, ts)) {
+                    resume[0] = i;
+                    resume[1] = key_no;
+                    return 0;
+                }
+            }
+        }
+        key_no = 1;
+        if (f[MQ_F_KEYS_OFF] >= 0) {
+            const char *k = buf + f[MQ_F_KEYS_OFF];
+            int64_t len = f[MQ_F_KEYS_LEN];
+            int64_t start = 0;
+            while (start < len) {
+                const char *sp = memchr(k + start, ' ', (size_t)(len - start));
+                int64_t end = sp ? sp - k : len;
+                if (end > start) {
+                    if (key_no >= first_key) {
+                        int32_t h = mq_java_hash_key(topic, topic_len, k + start,
+                                                     (int32_t)(end - start));
+                        if (!index_put(index_base, slot_num, index_num, h, phy, ts)) {
+                            resume[0] = i;
+                            resume[1] = key_no;
+                            return 0;
+                        }
+                    }
+                    key_no++;
+                }
+                start = end + 1;
+            }
+        }
+    }
+    resume[0] = count;
+    resume[1] = 0;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- mapped memory */

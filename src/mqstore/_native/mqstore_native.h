@@ -119,6 +119,26 @@ int32_t mq_write_blank(char *file_base, int64_t pos, int64_t file_size);
 int32_t mq_scan(const char *buf, int64_t buf_len, int64_t pos, int32_t max_records,
                 int32_t flags, int64_t *out, int64_t *stop);
 
+/* ---- ConsumeQueue (20-byte units: i64 CL offset, i32 size, i64 tag code) */
+
+int32_t mq_queue_runs(const char *buf, const int64_t *fields, int32_t count,
+                      int32_t *run_starts);
+int32_t mq_cq_write_units(char *cq_base, int64_t pos, int64_t file_size,
+                          const int64_t *fields, int32_t count);
+int32_t mq_cq_write_blank_units(char *cq_base, int64_t pos, int64_t end);
+int64_t mq_cq_valid_end(const char *cq_base, int64_t from, int64_t to, int64_t cl_limit);
+
+/* ---- IndexFile (40-byte header, i32 hash slots, 20-byte entries) */
+
+int32_t mq_java_hash_key(const char *topic, int32_t topic_len, const char *key,
+                         int32_t key_len);
+int32_t mq_index_add(char *index_base, int32_t slot_num, int32_t index_num,
+                     const char *buf, const int64_t *fields, int32_t count,
+                     int32_t *resume);
+
+int32_t mq_decode_many(const char *buf, int64_t buf_len, const int64_t *positions,
+                       int32_t count, int32_t flags, int64_t *out, int64_t *reasons);
+
 int32_t mq_msync(char *base, int64_t from, int64_t to);
 int64_t mq_touch_pages(char *base, int64_t from, int64_t to, int64_t page_size);
 

@@ -1,0 +1,268 @@
+"""ConsumeQueue: one per (topic, queue id), a MappedFileQueue of 20-byte units
+(commitlog offset, size, tag code) under ``consumequeue/TOPIC/QUEUEID/``; unit n is
+the message at queue offset n."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from typing import List, Optional, Tuple
+
+from ._native import ffi, lib
+from .mappedfile import MappedFile, MappedFileQueue
+
+log = logging.getLogger(__name__)
+
+CQ_STORE_UNIT_SIZE = 20
+BLANK_UNIT_SIZE = 0x7FFFFFFF
+_UNIT = struct.Struct(">qiq")
+_I64_MAX = 2**63 - 1
+
+
+class ConsumeQueue:
+    """The units of one queue. Appends come from the dispatcher thread only; readers
+    read below the published write position without a lock."""
+
+    def __init__(self, store_path: str, topic: str, queue_id: int, file_size: int,
+                 readonly: bool = False) -> None:
+        self.topic = topic
+        self.queue_id = queue_id
+        self.file_size = file_size
+        self.units_per_file = file_size // CQ_STORE_UNIT_SIZE
+        directory = os.path.join(store_path, "consumequeue", topic, str(queue_id))
+        self.queue = MappedFileQueue(directory, file_size, readonly=readonly)
+        #: one past the CommitLog bytes of the last unit (duplicate detection)
+        self.max_physic_offset = -1
+        self.min_logic_offset = 0
+        self._lock = threading.Lock()  # appends and truncation vs. each other
+
+    # -- opening -----------------------------------------------------------------
+
+    def load(self) -> None:
+        self.queue.load()
+
+    def recover(self) -> None:
+        """RocketMQ's ConsumeQueue recovery: from the third-last file, units are valid
+        while CL offset >= 0 and size > 0; the queue ends after the last valid one."""
+        files = self.queue.files
+        if not files:
+            return
+        start = max(0, len(files) - 3)
+        end = files[start].file_from_offset
+        for mapped in files[start:]:
+            valid = lib.mq_cq_valid_end(mapped.ptr, 0, self.file_size, _I64_MAX)
+            end = mapped.file_from_offset + valid
+            if valid < self.file_size:
+                break
+        self.queue.truncate(end)
+        self._refresh_max_physic_offset()
+
+    def truncate_to_commitlog(self, commitlog_end: int) -> None:
+        """Drop every unit pointing at or past `commitlog_end` (after the CommitLog was
+        cut back there): from the last file backwards, a file whose first unit points
+        past the end goes; else the end moves after its last unit below it."""
+        with self._lock:
+            for mapped in reversed(list(self.queue.files)):
+                first_offset = self._unit_at(mapped, 0)[0] if mapped.wrote_position else -1
+                if mapped.wrote_position and first_offset < commitlog_end and first_offset >= 0:
+                    valid = lib.mq_cq_valid_end(mapped.ptr, 0, mapped.wrote_position, commitlog_end)
+                    self.queue.truncate(mapped.file_from_offset + valid)
+                    break
+                if self.queue.readonly:
+                    self.queue.files.remove(mapped)
+                    mapped.shutdown()
+                else:
+                    self.queue.files.remove(mapped)
+                    mapped.destroy()
+            self._refresh_max_physic_offset()
+
+    def _refresh_max_physic_offset(self) -> None:
+        last = self.last_unit()
+        self.max_physic_offset = last[0] + last[1] if last else -1
+
+    @staticmethod
+    def _unit_at(mapped: MappedFile, position: int) -> Tuple[int, int, int]:
+        return _UNIT.unpack(ffi.unpack(mapped.ptr + position, CQ_STORE_UNIT_SIZE))
+
+    def last_unit(self) -> Optional[Tuple[int, int, int]]:
+        """(commitlog offset, size, tag code) of the last unit, or None."""
+        last = self.queue.last_file()
+        if last is None or last.wrote_position == 0:
+            files = self.queue.files
+            if len(files) >= 2 and last is not None and last.wrote_position == 0:
+                before = files[-2]
+                return self._unit_at(before, before.wrote_position - CQ_STORE_UNIT_SIZE)
+            return None
+        return self._unit_at(last, last.wrote_position - CQ_STORE_UNIT_SIZE)
+
+    def correct_min_offset(self, commitlog_min_offset: int) -> None:
+        """Set the min logical offset to the first unit pointing at or above the
+        CommitLog's min offset (RocketMQ's correctMinOffset, over the first file)."""
+        first = self.queue.first_file()
+        if first is None:
+            return
+        data = ffi.unpack(first.ptr, first.wrote_position)
+        for index, (offset, size, _tag) in enumerate(_UNIT.iter_unpack(data)):
+            if offset >= commitlog_min_offset and size != BLANK_UNIT_SIZE:
+                self.min_logic_offset = first.file_from_offset + index * CQ_STORE_UNIT_SIZE
+                return
+        self.min_logic_offset = max(self.min_logic_offset, first.file_from_offset + first.wrote_position)
+
+    # -- offsets -----------------------------------------------------------------
+
+    def min_offset(self) -> int:
+        """The smallest queue offset still readable."""
+        return self.min_logic_offset // CQ_STORE_UNIT_SIZE
+
+    def max_offset(self) -> int:
+        """One past the last unit's queue offset."""
+        return self.queue.max_offset() // CQ_STORE_UNIT_SIZE
+
+    # -- appending (dispatcher) --------------------------------------------------
+
+    def _writable_file(self, logical: int) -> MappedFile:
+        last = self.queue.last_file()
+        if last is not None and last.wrote_position < self.file_size:
+            return last
+        if last is None and logical > 0:
+            # RocketMQ's pre-fill: the first file of a queue that starts mid-file is
+            # filled with blank units up to the first real one.
+            mapped = self.queue.next_file(logical)
+            fill_to = logical - mapped.file_from_offset
+            lib.mq_cq_write_blank_units(mapped.ptr, 0, fill_to)
+            mapped.wrote_position = fill_to
+            mapped.flushed_position = mapped.committed_position = 0
+            self.min_logic_offset = logical
+            return mapped
+        return self.queue.next_file(logical)
+
+    def put_units(self, fields, count: int, first_queue_offset: int) -> int:
+        """Append the units of `count` scanned records (the native scan's cdata fields)
+        whose queue offsets run from `first_queue_offset`. Duplicates (already in the
+        queue) are skipped; a gap is logged and the units go at the current end, as
+        RocketMQ does. Returns the number of units written."""
+        from .codec import F_PHYSICAL_OFFSET, F_TOTAL_SIZE, FIELDS
+
+        written = 0
+        with self._lock:
+            index = 0
+            expected = first_queue_offset * CQ_STORE_UNIT_SIZE
+            current = self.queue.max_offset()
+            if self.queue.last_file() is None:
+                current = expected
+            if expected < current:
+                skip = min(count, (current - expected) // CQ_STORE_UNIT_SIZE)
+                index = skip
+                expected += skip * CQ_STORE_UNIT_SIZE
+            while index < count and (
+                fields[index * FIELDS + F_PHYSICAL_OFFSET] + fields[index * FIELDS + F_TOTAL_SIZE]
+                <= self.max_physic_offset
+            ):
+                index += 1
+                expected += CQ_STORE_UNIT_SIZE
+            if index < count and self.queue.last_file() is not None and expected > current:
+                log.error(
+                    "ConsumeQueue %s/%d: unit for queue offset %d arrives at %d (gap); "
+                    "appended at the end as RocketMQ does",
+                    self.topic, self.queue_id, expected // CQ_STORE_UNIT_SIZE,
+                    current // CQ_STORE_UNIT_SIZE,
+                )
+                expected = current
+            while index < count:
+                mapped = self._writable_file(expected)
+                position = mapped.wrote_position
+                n = lib.mq_cq_write_units(
+                    mapped.ptr, position, self.file_size, fields + index * FIELDS, count - index
+                )
+                mapped.wrote_position = position + n * CQ_STORE_UNIT_SIZE
+                index += n
+                written += n
+                expected += n * CQ_STORE_UNIT_SIZE
+            if written:
+                last = (count - 1) * FIELDS
+                self.max_physic_offset = fields[last + F_PHYSICAL_OFFSET] + fields[last + F_TOTAL_SIZE]
+        return written
+
+    # -- reading -----------------------------------------------------------------
+
+    def read_units(self, queue_offset: int, max_units: int) -> Tuple[List[Tuple[int, int, int]], int]:
+        """Units from `queue_offset` to at most `max_units` and never past the end of
+        the file holding it (RocketMQ reads one CQ file per call). Returns (units,
+        queue offset of the first unit returned), or ([], -1) when the offset is not
+        in any file."""
+        logical = queue_offset * CQ_STORE_UNIT_SIZE
+        mapped = self.queue.find_by_offset(logical)
+        if mapped is None or not mapped.hold():
+            return [], -1
+        try:
+            position = logical - mapped.file_from_offset
+            available = mapped.wrote_position - position
+            if available <= 0:
+                return [], -1
+            size = min(available, max_units * CQ_STORE_UNIT_SIZE)
+            data = ffi.unpack(mapped.ptr + position, size - size % CQ_STORE_UNIT_SIZE)
+        finally:
+            mapped.release()
+        return list(_UNIT.iter_unpack(data)), queue_offset
+
+    def unit(self, queue_offset: int) -> Optional[Tuple[int, int, int]]:
+        units, _ = self.read_units(queue_offset, 1)
+        return units[0] if units else None
+
+    def file_end_offset(self, queue_offset: int) -> int:
+        """Queue offset of the first unit of the file after the one holding this one."""
+        logical = queue_offset * CQ_STORE_UNIT_SIZE
+        return (logical - logical % self.file_size + self.file_size) // CQ_STORE_UNIT_SIZE
+
+    # -- flushing and closing ----------------------------------------------------
+
+    def flush(self, least_pages: int = 0) -> bool:
+        return self.queue.flush(least_pages)
+
+    def flush_all(self) -> None:
+        self.queue.flush_all()
+
+    def destroy(self) -> None:
+        """Delete every file of this queue."""
+        with self._lock:
+            for mapped in self.queue.files:
+                mapped.destroy()
+            self.queue.files = []
+            self.max_physic_offset = -1
+            self.min_logic_offset = 0
+
+    def shutdown(self) -> None:
+        self.queue.shutdown()
+
+
+class FlushConsumeQueueService:
+    """Flushes every ConsumeQueue each `flush_interval_consume_queue` ms once
+    `flush_consume_queue_least_pages` dirty pages accumulated, and everything every
+    `flush_consume_queue_thorough_interval` ms (RocketMQ's FlushConsumeQueueService)."""
+
+    def __init__(self, queues, config) -> None:
+        self._queues = queues  # callable returning the current queues
+        self._config = config
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqstore-flush-cq", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        config = self._config
+        last_thorough = config.clock()
+        while not self._stop.wait(config.flush_interval_consume_queue / 1000):
+            now = config.clock()
+            least = config.flush_consume_queue_least_pages
+            if now - last_thorough >= config.flush_consume_queue_thorough_interval:
+                least, last_thorough = 0, now
+            for queue in self._queues():
+                try:
+                    queue.flush(least)
+                except Exception:
+                    log.exception("flush of ConsumeQueue %s/%d failed", queue.topic, queue.queue_id)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._thread.join()

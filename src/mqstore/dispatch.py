@@ -1,0 +1,179 @@
+"""The dispatcher (RocketMQ's ReputMessageService): one thread that follows the
+CommitLog and, for every new record, appends its ConsumeQueue unit and its index
+entries, in bulk through the native scanner."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Dict, List, Optional
+
+from . import codec
+from ._native import ffi, lib
+from .message import PROPERTY_DELAY_TIME_LEVEL, SCHEDULE_TOPIC, decode_properties
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 2048  # records decoded per native scan call
+
+
+class Dispatcher:
+    """Builds ConsumeQueues and the index from the CommitLog, from `reput_from_offset`
+    on. `catch_up()` runs it in the calling thread (start-up); `start()` runs it on its
+    own thread, woken by `notify_appended()` after each append."""
+
+    def __init__(self, commitlog, consume_queue_for: Callable, index_service,
+                 delay_levels_ms: List[int], readonly: bool = False) -> None:
+        self.commitlog = commitlog
+        self.consume_queue_for = consume_queue_for
+        self.index_service = index_service
+        self.delay_levels_ms = delay_levels_ms
+        self.reput_from_offset = 0
+        self.dispatched_records = 0
+        self.damaged_records = 0
+        self.idle = False
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: Optional[threading.Thread] = None
+        self._arrival = threading.Condition()
+        self._waiters = 0
+        self._out = ffi.new("int64_t[]", _CHUNK * codec.FIELDS + 2)
+        self._runs = ffi.new("int32_t[]", _CHUNK)
+        self._topics: Dict[bytes, str] = {}
+
+    # -- the loop ------------------------------------------------------------------
+
+    def behind(self) -> int:
+        """CommitLog bytes written but not dispatched yet."""
+        return max(0, self.commitlog.max_offset() - self.reput_from_offset)
+
+    def catch_up(self) -> None:
+        """Dispatch everything written so far, in this thread."""
+        while self.do_reput():
+            pass
+
+    def do_reput(self) -> bool:
+        """Dispatch one chunk; False when there was nothing new."""
+        commitlog = self.commitlog
+        offset = self.reput_from_offset
+        if offset < commitlog.min_offset():
+            offset = self.reput_from_offset = commitlog.min_offset()
+        if offset >= commitlog.max_offset():
+            return False
+        mapped = commitlog.queue.find_by_offset(offset)
+        if mapped is None or not mapped.hold():
+            return False
+        try:
+            position = offset - mapped.file_from_offset
+            readable = mapped.wrote_position
+            out = self._out
+            stop = out + _CHUNK * codec.FIELDS
+            count = lib.mq_scan(mapped.ptr, readable, position, _CHUNK,
+                                codec.SCAN_PROPERTIES, out, stop)
+            if count:
+                self._dispatch(mapped.ptr, out, count)
+            stop_pos, reason = stop[0], stop[1]
+        finally:
+            mapped.release()
+        if reason == codec.STOP_BLANK or (
+            reason == codec.STOP_END and readable >= commitlog.file_size
+        ):
+            stop_pos = commitlog.file_size
+        elif codec.is_error(reason) or reason == codec.STOP_ZERO:
+            # Below the wrote position every record is whole, so this is damage.
+            total = int.from_bytes(mapped.read(stop_pos, 4), "big", signed=True) if (
+                readable - stop_pos >= 4) else 0
+            skip = total if 0 < total <= readable - stop_pos else readable - stop_pos
+            self.damaged_records += 1
+            log.error("[BUG] dispatch: %s at CommitLog offset %d; skipping %d bytes",
+                      codec.STOP_REASONS[reason], mapped.file_from_offset + stop_pos, skip)
+            stop_pos += skip
+        self.reput_from_offset = mapped.file_from_offset + stop_pos
+        if count and self._waiters:
+            with self._arrival:
+                self._arrival.notify_all()
+        return True
+
+    def _dispatch(self, ptr, out, count: int) -> None:
+        runs = self._runs
+        n_runs = lib.mq_queue_runs(ptr, out, count, runs)
+        fields_per = codec.FIELDS
+        topics = self._topics
+        for r in range(n_runs):
+            start = runs[r]
+            end = runs[r + 1] if r + 1 < n_runs else count
+            base = start * fields_per
+            if out[base + codec.F_SYS_FLAG] & codec.TRANSACTION_PREPARED_TYPE:
+                continue  # PREPARED and ROLLBACK records get no queue unit
+            raw = ffi.unpack(ptr + out[base + codec.F_TOPIC_OFF], out[base + codec.F_TOPIC_LEN])
+            topic = topics.get(raw)
+            if topic is None:
+                topic = topics[raw] = raw.decode("utf-8", "replace")
+            if topic == SCHEDULE_TOPIC:
+                self._schedule_tag_codes(ptr, out, start, end)
+            queue = self.consume_queue_for(topic, out[base + codec.F_QUEUE_ID])
+            queue.put_units(out + base, end - start, out[base + codec.F_QUEUE_OFFSET])
+        if self.index_service is not None:
+            self.index_service.add(ptr, out, count)
+        self.dispatched_records += count
+
+    def _schedule_tag_codes(self, ptr, out, start: int, end: int) -> None:
+        """In SCHEDULE_TOPIC_XXXX the tag code is the delivery time: store time plus the
+        delay of the record's level (clamped; an unknown level counts 1 s)."""
+        levels = self.delay_levels_ms
+        for i in range(start, end):
+            base = i * codec.FIELDS
+            props = decode_properties(ffi.unpack(ptr + out[base + codec.F_PROPS_OFF],
+                                                 out[base + codec.F_PROPS_LEN]))
+            try:
+                level = int(props.get(PROPERTY_DELAY_TIME_LEVEL, "0"))
+            except ValueError:
+                level = 0
+            delay = levels[min(level, len(levels)) - 1] if level > 0 else 1000
+            out[base + codec.F_TAGS_CODE] = out[base + codec.F_STORE_TIMESTAMP] + delay
+
+    # -- thread --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqstore-dispatch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            try:
+                if self.do_reput():
+                    continue
+            except Exception:  # keep dispatching; the error is logged
+                log.exception("dispatch failed at CommitLog offset %d", self.reput_from_offset)
+                self._wake.wait(0.1)
+            self.idle = True
+            if self.behind() > 0 or self._stopped:
+                self.idle = False
+                continue
+            self._wake.wait(0.1)
+            self._wake.clear()
+            self.idle = False
+
+    def notify_appended(self) -> None:
+        """Called by writers after an append: wakes the thread if it is waiting."""
+        if self.idle:
+            self._wake.set()
+
+    def wait_for_arrival(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Block until `condition()` holds (re-checked after every dispatch round) or
+        `timeout` seconds pass; returns the last value of `condition()`."""
+        with self._arrival:
+            self._waiters += 1
+            try:
+                return self._arrival.wait_for(condition, timeout)
+            finally:
+                self._waiters -= 1
+
+    def shutdown(self) -> None:
+        """Dispatch what is left, then stop the thread."""
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.catch_up()
