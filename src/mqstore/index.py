@@ -84,6 +84,16 @@ class IndexFile:
                found: List[int]) -> None:
         """Append to `found` the CL offsets of entries with this key hash stored between
         begin and end (ms), newest first, until `found` holds max_num."""
+        if len(found) >= max_num:
+            return
+        for phy_offset in self.iter_select(key_hash_value, begin, end):
+            found.append(phy_offset)
+            if len(found) >= max_num:
+                return
+
+    def iter_select(self, key_hash_value: int, begin: int, end: int) -> Iterator[int]:
+        """CL offsets of entries with this key hash stored in [begin, end], newest first
+        (RocketMQ's selectPhyOffset walk of one slot chain)."""
         header = self.header()
         if header.index_count <= 1:
             return
@@ -92,21 +102,19 @@ class IndexFile:
             self.ptr + INDEX_HEADER_SIZE + slot * HASH_SLOT_SIZE, HASH_SLOT_SIZE))[0]
         if slot_value <= 0 or slot_value > header.index_count:
             return
+        entries = INDEX_HEADER_SIZE + self.slot_num * HASH_SLOT_SIZE
         position = slot_value
-        seen = 0
-        while len(found) < max_num and seen < header.index_count:
-            seen += 1
-            at = INDEX_HEADER_SIZE + self.slot_num * HASH_SLOT_SIZE + position * INDEX_ENTRY_SIZE
+        for _ in range(header.index_count):  # a chain can never be longer; guards cycles
             hash_read, phy_offset, time_diff, previous = _ENTRY.unpack(
-                ffi.unpack(self.ptr + at, INDEX_ENTRY_SIZE))
+                ffi.unpack(self.ptr + entries + position * INDEX_ENTRY_SIZE, INDEX_ENTRY_SIZE))
             if time_diff < 0:
-                break
+                return
             time_read = header.begin_timestamp + time_diff * 1000
             if hash_read == key_hash_value and begin <= time_read <= end:
-                found.append(phy_offset)
+                yield phy_offset
             if (previous <= 0 or previous > header.index_count or previous == position
                     or time_read < begin):
-                break
+                return
             position = previous
 
     def flush(self) -> None:
@@ -213,9 +221,7 @@ class IndexService:
         for index_file in reversed(files):
             header = index_file.header()
             if header.end_timestamp >= begin and header.begin_timestamp <= end:
-                found: List[int] = []
-                index_file.select(hashed, header.index_count, begin, end, found)
-                yield from found
+                yield from index_file.iter_select(hashed, begin, end)
             if header.begin_timestamp < begin:
                 return
 

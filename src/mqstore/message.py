@@ -388,13 +388,15 @@ class MessageExt(Message):
         "body_crc",
         "magic_code",
         "_props_raw",
-        "_born_host_raw",
-        "_store_host_raw",
+        "_hosts_raw",
+        "_born_host_len",
     )
 
     @classmethod
-    def _from_fields(cls, ptr, f: List[int], i: int = 0) -> MessageExt:
-        """Build from `codec.scan` fields (record i) over the buffer at `ptr`.
+    def _from_fields(cls, ptr, f: List[int], i: int = 0, topic: Optional[str] = None
+                     ) -> MessageExt:
+        """Build from `codec.scan` fields (record i) over the buffer at `ptr`; `topic`,
+        when the caller knows it, saves decoding it.
 
         Field slots are indexed by number for speed; `_FIELD_ORDER` below pins them to
         the codec's F_* constants.
@@ -402,11 +404,15 @@ class MessageExt(Message):
         unpack = ffi.unpack
         msg = object.__new__(cls)
         base = i * codec.FIELDS
-        msg.topic = unpack(ptr + f[base + 19], f[base + 20]).decode("utf-8", "replace")
+        if topic is None:
+            topic = unpack(ptr + f[base + 19], f[base + 20]).decode("utf-8", "replace")
+        msg.topic = topic
         msg.body = unpack(ptr + f[base + 17], f[base + 18])
         msg._props_raw = unpack(ptr + f[base + 21], f[base + 22])
-        msg._born_host_raw = unpack(ptr + f[base + 10], f[base + 11])
-        msg._store_host_raw = unpack(ptr + f[base + 13], f[base + 14])
+        born_host_len = f[base + 11]
+        # born host, store timestamp and store host lie side by side: one copy
+        msg._hosts_raw = unpack(ptr + f[base + 10], born_host_len + 8 + f[base + 14])
+        msg._born_host_len = born_host_len
         msg._properties = None
         msg._encoded = None
         (
@@ -424,6 +430,14 @@ class MessageExt(Message):
         msg.reconsume_times = f[base + 15]
         msg.prepared_transaction_offset = f[base + 16]
         return msg
+
+    @property
+    def _born_host_raw(self) -> bytes:
+        return self._hosts_raw[: self._born_host_len]
+
+    @property
+    def _store_host_raw(self) -> bytes:
+        return self._hosts_raw[self._born_host_len + 8 :]
 
     def _props(self) -> dict:
         props = self._properties

@@ -59,13 +59,16 @@ def read_queue(store, topic: str, queue_id: int, offset: int, max_msgs: int,
         return GetResult(GetStatus.OFFSET_OVERFLOW_ONE, [], offset, min_offset, max_offset)
     if offset > max_offset:
         return GetResult(GetStatus.OFFSET_OVERFLOW_BADLY, [], max_offset, min_offset, max_offset)
-    units, _ = queue.read_units(offset, max(16000, max_msgs * CQ_STORE_UNIT_SIZE) // CQ_STORE_UNIT_SIZE)
+    config = store.config
+    count_limit = min(max_msgs, config.max_transfer_count_on_message_in_memory)
+    # RocketMQ reads up to 16000 bytes of units per call; without a filter only the
+    # units that can be returned are worth reading.
+    window = max(16000, max_msgs * CQ_STORE_UNIT_SIZE) // CQ_STORE_UNIT_SIZE
+    units, _ = queue.read_units(offset, window if tag_filter is not None else count_limit)
     if not units:
         return GetResult(GetStatus.OFFSET_FOUND_NULL, [], queue.file_end_offset(offset),
                          min_offset, max_offset)
 
-    config = store.config
-    count_limit = min(max_msgs, config.max_transfer_count_on_message_in_memory)
     byte_limit = config.max_transfer_bytes_on_message_in_memory
     commitlog = store.commitlog
     commitlog_min, commitlog_max = commitlog.min_offset(), commitlog.max_offset()
@@ -143,7 +146,7 @@ def _decode_units(store, topic: str, queue_id: int, picked) -> List[MessageExt]:
                     store.note_damaged_unit(topic, queue_id, group[i][2],
                                             "unit size differs from the record's")
                     continue
-                result.append(MessageExt._from_fields(mapped.ptr, fields, i))
+                result.append(MessageExt._from_fields(mapped.ptr, fields, i, topic))
         finally:
             mapped.release()
         start = end
