@@ -14,7 +14,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from . import codec
 from ._native import ffi, lib
 from .config import SYNC_FLUSH, StoreConfig, wall_clock_ms
-from .errors import DiskFullError, MQStoreError, RecordError, StoreCorruptedError
+from .errors import (
+    DiskFullError,
+    MQStoreError,
+    RecordError,
+    StoreClosedError,
+    StoreCorruptedError,
+)
 from .mappedfile import AllocateMappedFileService, MappedFile, MappedFileQueue
 from .message import MessageExt, encode_host
 from .results import PutBatchResult, PutResult, PutStatus
@@ -57,9 +63,9 @@ class FlushService:
     def _run(self) -> None:
         config = self._config
         interval = config.flush_interval_commitlog / 1000
-        last_thorough = config.clock()
+        last_thorough = time.monotonic() * 1000
         while not self._stop.wait(interval):
-            now = config.clock()
+            now = time.monotonic() * 1000  # intervals run on real time, whatever the clock
             least = config.flush_commitlog_least_pages
             if now - last_thorough >= config.flush_commitlog_thorough_interval:
                 least, last_thorough = 0, now
@@ -89,6 +95,8 @@ class GroupCommitService:
     covers every putter that appended before it started; those waiting behind it find
     their record already flushed. So N concurrent putters cost about one msync per
     round, and a lone putter pays exactly one msync, with no thread hand-off.
+    A background thread also flushes every `flush_interval_commitlog` ms, for records
+    nobody waits on (WAIT=false).
     """
 
     def __init__(self, queue: MappedFileQueue, config: StoreConfig) -> None:
@@ -96,9 +104,14 @@ class GroupCommitService:
         self._timeout = config.sync_flush_timeout / 1000
         self._flush_lock = threading.Lock()
         self.flush_count = 0
+        self._stop = threading.Event()
+        self._interval = config.flush_interval_commitlog / 1000
+        self._thread = threading.Thread(target=self._run, name="mqstore-flush", daemon=True)
+        self._thread.start()
 
     def wait_for_flush(self, end_offset: int) -> bool:
-        """True once [.., end_offset) is on disk; False after `sync_flush_timeout`."""
+        """True once [.., end_offset) is on disk; False after `sync_flush_timeout` or
+        when the flush failed (logged)."""
         queue = self._queue
         if queue.flushed_where >= end_offset:
             return True
@@ -109,11 +122,25 @@ class GroupCommitService:
                 queue.flush_all()
                 self.flush_count += 1
             return queue.flushed_where >= end_offset
+        except MQStoreError:
+            log.exception("group commit flush failed")
+            return False
         finally:
             self._flush_lock.release()
 
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            queue = self._queue
+            if queue.flushed_where < queue.max_offset():
+                with self._flush_lock:
+                    try:
+                        queue.flush_all()
+                    except MQStoreError:
+                        log.exception("background CommitLog flush failed; will retry")
+
     def shutdown(self) -> None:
-        pass
+        self._stop.set()
+        self._thread.join()
 
 
 class CommitLog:
@@ -139,8 +166,8 @@ class CommitLog:
         self._lock = threading.Lock()
         self._clock = config.clock
         # The hot path wants one C-level call for "now"; an injected clock is wrapped.
-        self._time_ns = time.time_ns if config.clock is wall_clock_ms else (
-            lambda: config.clock() * 1_000_000
+        self._time_ns = (
+            time.time_ns if config.clock is wall_clock_ms else (lambda: config.clock() * 1_000_000)
         )
         self._max_body = config.max_message_size
         self._sync = config.flush_disk_type == SYNC_FLUSH
@@ -149,6 +176,7 @@ class CommitLog:
         #: next queue offset per (topic, queue_id), assigned under the append lock
         self.queue_offsets: Dict[Tuple[str, int], int] = {}
         self._current: Optional[MappedFile] = None
+        self._closed = False
         self._ctx = ffi.new("mq_append_ctx *")
         self._ctx.file_size = self.file_size
         ffi.memmove(self._ctx.born_host, self.born_host, len(self.born_host))
@@ -173,6 +201,7 @@ class CommitLog:
         pre-allocated next file); otherwise StoreCorruptedError, and nothing is deleted.
         """
         report = CommitLogRecovery()
+        reason = codec.STOP_END
         flags = codec.SCAN_CHECK_CRC if self.config.check_crc_on_recover else 0
         files = self.queue.files
         if from_file is None:
@@ -190,9 +219,11 @@ class CommitLog:
             if codec.is_error(reason):
                 log.warning(
                     "CommitLog %s: %s at offset %d; the log ends there",
-                    mapped.path, codec.STOP_REASONS[reason], end,
+                    mapped.path,
+                    codec.STOP_REASONS[reason],
+                    end,
                 )
-            for later in files[index + 1:]:
+            for later in files[index + 1 :]:
                 if codec.scan_one(later.ptr, self.file_size, 0)[1] != codec.STOP_ZERO:
                     raise StoreCorruptedError(
                         f"{mapped.path}: {codec.STOP_REASONS[reason]} at offset {end}, but "
@@ -202,8 +233,13 @@ class CommitLog:
                     )
             break
         if files:
-            report.bytes_truncated = self._written_bytes_after(end)
-            report.files_deleted = self.queue.truncate(end)
+            holder = self.queue.find_by_offset(end)
+            wipe_to = None
+            if holder is not None and report.stop_reason and codec.is_error(reason):
+                position = end - holder.file_from_offset
+                wipe_to = holder.last_nonzero(position)
+                report.bytes_truncated = wipe_to - position
+            report.files_deleted = self.queue.truncate(end, wipe_to)
         report.end_offset = end
         self.queue.flushed_where = self.queue.committed_where = end
         return report
@@ -215,25 +251,12 @@ class CommitLog:
         out = ffi.new("int64_t[]", _SCAN_CHUNK * codec.FIELDS + 2)
         stop = out + _SCAN_CHUNK * codec.FIELDS
         while True:
-            checked += lib.mq_scan(mapped.ptr, self.file_size, position, _SCAN_CHUNK, flags,
-                                   out, stop)
+            checked += lib.mq_scan(
+                mapped.ptr, self.file_size, position, _SCAN_CHUNK, flags, out, stop
+            )
             position = stop[0]
             if stop[1] != codec.STOP_LIMIT:
                 return position, stop[1], checked
-
-    def _written_bytes_after(self, end: int) -> int:
-        """Bytes of apparent data past `end` in its file (what truncation cuts off)."""
-        mapped = self.queue.find_by_offset(end)
-        if mapped is None:
-            return 0
-        position = end - mapped.file_from_offset
-        fields, reason = codec.scan_one(mapped.ptr, self.file_size, position)
-        if reason in (codec.STOP_ZERO, codec.STOP_END, codec.STOP_BLANK):
-            return 0
-        if fields:
-            return fields[codec.F_TOTAL_SIZE]
-        total = int.from_bytes(mapped.read(position, min(4, self.file_size - position)), "big")
-        return max(0, min(total, self.file_size - position))
 
     def start(self) -> None:
         """Start the flush service of the configured flush_disk_type."""
@@ -265,17 +288,30 @@ class CommitLog:
             self._ctx.base = mapped.ptr
             self._ctx.file_from_offset = mapped.file_from_offset
 
-    def append(self, topic: str, topic_bytes: bytes, queue_id: int, body, body_len: int,
-               props: bytes, flag: int, sys_flag: int, born_timestamp: Optional[int],
-               reconsume_times: int, prepared_offset: int,
-               hosts: Optional[Tuple[Optional[bytes], Optional[bytes]]] = None,
-               wait_flush: bool = True) -> PutResult:
+    def append(
+        self,
+        topic: str,
+        topic_bytes: bytes,
+        queue_id: int,
+        body,
+        body_len: int,
+        props: bytes,
+        flag: int,
+        sys_flag: int,
+        born_timestamp: Optional[int],
+        reconsume_times: int,
+        prepared_offset: int,
+        hosts: Optional[Tuple[Optional[bytes], Optional[bytes]]] = None,
+        wait_flush: bool = True,
+    ) -> PutResult:
         """Append one validated record; PutResult with PUT_OK, FLUSH_DISK_TIMEOUT (the
         record exists) or a failure status (nothing written). `hosts` overrides the
         (born, store) host bytes of the config."""
         queued = not sys_flag & _NOT_QUEUED_BIT
         key = (topic, queue_id)
         with self._lock:
+            if self._closed:
+                raise StoreClosedError("the CommitLog is closed")
             now = self._time_ns() // 1_000_000
             queue_offset = self.queue_offsets.get(key, 0) if queued else 0
             mapped = self._current
@@ -283,18 +319,40 @@ class CommitLog:
             if mapped is not None and hosts is None:
                 position = mapped.wrote_position
                 size = _append(
-                    self._ctx, position, body, body_len, topic_bytes, len(topic_bytes), props,
-                    len(props), queue_id, flag, queue_offset, sys_flag,
-                    now if born_timestamp is None else born_timestamp, now, reconsume_times,
+                    self._ctx,
+                    position,
+                    body,
+                    body_len,
+                    topic_bytes,
+                    len(topic_bytes),
+                    props,
+                    len(props),
+                    queue_id,
+                    flag,
+                    queue_offset,
+                    sys_flag,
+                    now if born_timestamp is None else born_timestamp,
+                    now,
+                    reconsume_times,
                     prepared_offset,
                 )
             if size > 0:
                 store_host = self.store_host
             else:
                 outcome = self._append_slow(
-                    topic_bytes, queue_id, body, body_len, props, flag, sys_flag,
-                    now if born_timestamp is None else born_timestamp, now, reconsume_times,
-                    prepared_offset, hosts, queue_offset,
+                    topic_bytes,
+                    queue_id,
+                    body,
+                    body_len,
+                    props,
+                    flag,
+                    sys_flag,
+                    now if born_timestamp is None else born_timestamp,
+                    now,
+                    reconsume_times,
+                    prepared_offset,
+                    hosts,
+                    queue_offset,
                 )
                 if outcome.__class__ is PutResult:
                     return outcome
@@ -306,12 +364,26 @@ class CommitLog:
         status = PUT_OK
         if self._sync and wait_flush and not self.flush_service.wait_for_flush(offset + size):
             status = PutStatus.FLUSH_DISK_TIMEOUT
-        return _tuple_new(PutResult, (status, offset, queue_id, queue_offset, now, size,
-                                      store_host, None))
+        return _tuple_new(
+            PutResult, (status, offset, queue_id, queue_offset, now, size, store_host, None)
+        )
 
-    def _append_slow(self, topic_bytes, queue_id, body, body_len, props, flag, sys_flag,
-                     born_timestamp, now, reconsume_times, prepared_offset, hosts,
-                     queue_offset):
+    def _append_slow(
+        self,
+        topic_bytes,
+        queue_id,
+        body,
+        body_len,
+        props,
+        flag,
+        sys_flag,
+        born_timestamp,
+        now,
+        reconsume_times,
+        prepared_offset,
+        hosts,
+        queue_offset,
+    ):
         """The rare cases of `append`: no current file, a full file (blank record, roll
         and retry), explicit hosts, and records that can never fit."""
         born_host, store_host = hosts or (None, None)
@@ -326,11 +398,28 @@ class CommitLog:
                     return PutResult.failed(PutStatus.CREATE_MAPPED_FILE_FAILED, str(exc), queue_id)
             position = mapped.wrote_position
             size = lib.mq_encode_record(
-                mapped.ptr, position, self.file_size, mapped.file_from_offset + position,
-                body, body_len, topic_bytes, len(topic_bytes), props, len(props),
-                queue_id, flag, queue_offset, sys_flag, born_timestamp,
-                born_host, len(born_host), now, store_host, len(store_host),
-                reconsume_times, prepared_offset,
+                mapped.ptr,
+                position,
+                self.file_size,
+                mapped.file_from_offset + position,
+                body,
+                body_len,
+                topic_bytes,
+                len(topic_bytes),
+                props,
+                len(props),
+                queue_id,
+                flag,
+                queue_offset,
+                sys_flag,
+                born_timestamp,
+                born_host,
+                len(born_host),
+                now,
+                store_host,
+                len(store_host),
+                reconsume_times,
+                prepared_offset,
             )
             if size > 0:
                 return mapped, position, size, store_host
@@ -341,14 +430,25 @@ class CommitLog:
             mapped = None
         reason = (
             f"record does not fit in a CommitLog file of {self.file_size} bytes"
-            if size == codec.ENC_TOOBIG else "invalid record lengths"
+            if size == codec.ENC_TOOBIG
+            else "invalid record lengths"
         )
         return PutResult.failed(PutStatus.MESSAGE_ILLEGAL, reason, queue_id)
 
-    def append_batch(self, topic: str, topic_bytes: bytes, queue_id: int, bodies: bytes,
-                     body_lens: array, props: bytes, props_lens: array, flags: array,
-                     sys_flag: int, born_timestamp: Optional[int], reconsume_times: int
-                     ) -> PutBatchResult:
+    def append_batch(
+        self,
+        topic: str,
+        topic_bytes: bytes,
+        queue_id: int,
+        bodies: bytes,
+        body_lens: array,
+        props: bytes,
+        props_lens: array,
+        flags: array,
+        sys_flag: int,
+        born_timestamp: Optional[int],
+        reconsume_times: int,
+    ) -> PutBatchResult:
         """Append a validated batch of one topic and queue atomically: every record is
         written before the wrote position moves, and the whole batch goes to the next
         file when it does not fit in this one."""
@@ -364,6 +464,8 @@ class CommitLog:
         c_flags = ffi.from_buffer("int32_t[]", flags)
         c_sizes = ffi.from_buffer("int32_t[]", sizes, require_writable=True)
         with self._lock:
+            if self._closed:
+                raise StoreClosedError("the CommitLog is closed")
             now = self._time_ns() // 1_000_000
             first_queue_offset = self.queue_offsets.get(key, 0)
             mapped = self._current
@@ -375,12 +477,29 @@ class CommitLog:
                         return PutBatchResult(PutStatus.CREATE_MAPPED_FILE_FAILED, error=str(exc))
                 position = mapped.wrote_position
                 total = lib.mq_encode_batch(
-                    mapped.ptr, position, self.file_size, mapped.file_from_offset + position,
-                    count, c_bodies, c_body_lens, c_props, c_props_lens, c_flags,
-                    topic_bytes, len(topic_bytes), queue_id, first_queue_offset, sys_flag,
+                    mapped.ptr,
+                    position,
+                    self.file_size,
+                    mapped.file_from_offset + position,
+                    count,
+                    c_bodies,
+                    c_body_lens,
+                    c_props,
+                    c_props_lens,
+                    c_flags,
+                    topic_bytes,
+                    len(topic_bytes),
+                    queue_id,
+                    first_queue_offset,
+                    sys_flag,
                     now if born_timestamp is None else born_timestamp,
-                    born_host, len(born_host), now, store_host, len(store_host),
-                    reconsume_times, c_sizes,
+                    born_host,
+                    len(born_host),
+                    now,
+                    store_host,
+                    len(store_host),
+                    reconsume_times,
+                    c_sizes,
                 )
                 if total > 0:
                     break
@@ -388,7 +507,8 @@ class CommitLog:
                     return PutBatchResult(
                         PutStatus.MESSAGE_ILLEGAL,
                         error=f"batch does not fit in a CommitLog file of {self.file_size} bytes"
-                        if total == codec.ENC_TOOBIG else "invalid record lengths",
+                        if total == codec.ENC_TOOBIG
+                        else "invalid record lengths",
                     )
                 lib.mq_write_blank(mapped.ptr, position, self.file_size)
                 mapped.wrote_position = self.file_size
@@ -401,7 +521,9 @@ class CommitLog:
             start += size
             offsets.append(start)
         status = PutStatus.PUT_OK
-        if self._sync and not self.flush_service.wait_for_flush(mapped.file_from_offset + position + total):
+        if self._sync and not self.flush_service.wait_for_flush(
+            mapped.file_from_offset + position + total
+        ):
             status = PutStatus.FLUSH_DISK_TIMEOUT
         return PutBatchResult(status, queue_id, first_queue_offset, now, offsets, sizes, store_host)
 
@@ -435,8 +557,9 @@ class CommitLog:
         finally:
             mapped.release()
 
-    def iter_messages(self, from_offset: Optional[int] = None, check_crc: bool = False
-                      ) -> Iterator[MessageExt]:
+    def iter_messages(
+        self, from_offset: Optional[int] = None, check_crc: bool = False
+    ) -> Iterator[MessageExt]:
         """Every record from `from_offset` (default: the first) to the current end, in
         CommitLog order. Raises RecordError at a damaged record."""
         offset = self.min_offset() if from_offset is None else from_offset
@@ -450,7 +573,8 @@ class CommitLog:
                 readable = mapped.wrote_position  # what this scan may see, fixed now
                 result = codec.scan(mapped.ptr, readable, position, 256, flags)
                 messages = [
-                    MessageExt._from_fields(mapped.ptr, result.fields, i) for i in range(result.count)
+                    MessageExt._from_fields(mapped.ptr, result.fields, i)
+                    for i in range(result.count)
                 ]
             finally:
                 mapped.release()
@@ -483,6 +607,8 @@ class CommitLog:
             self.flush_service.shutdown()
         if self._allocator is not None:
             self._allocator.shutdown()
+        with self._lock:
+            self._closed = True
         if not self.readonly:
             with self._lock:
                 self.flush()

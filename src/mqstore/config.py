@@ -145,7 +145,9 @@ class StoreConfig:
                 f"got {self.flush_disk_type!r}"
             )
         if not isinstance(self.file_reserved_time, int) or self.file_reserved_time < 0:
-            raise ValueError(f"file_reserved_time must be >= 0 hours, got {self.file_reserved_time!r}")
+            raise ValueError(
+                f"file_reserved_time must be >= 0 hours, got {self.file_reserved_time!r}"
+            )
         if not isinstance(self.disk_max_used_space_ratio, int) or not (
             10 <= self.disk_max_used_space_ratio <= 95
         ):

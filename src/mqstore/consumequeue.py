@@ -25,8 +25,9 @@ class ConsumeQueue:
     """The units of one queue. Appends come from the dispatcher thread only; readers
     read below the published write position without a lock."""
 
-    def __init__(self, store_path: str, topic: str, queue_id: int, file_size: int,
-                 readonly: bool = False) -> None:
+    def __init__(
+        self, store_path: str, topic: str, queue_id: int, file_size: int, readonly: bool = False
+    ) -> None:
         self.topic = topic
         self.queue_id = queue_id
         self.file_size = file_size
@@ -51,12 +52,16 @@ class ConsumeQueue:
             return
         start = max(0, len(files) - 3)
         end = files[start].file_from_offset
+        wipe_to = None
         for mapped in files[start:]:
             valid = lib.mq_cq_valid_end(mapped.ptr, 0, self.file_size, _I64_MAX)
             end = mapped.file_from_offset + valid
             if valid < self.file_size:
+                if valid < self.file_size and any(self._unit_bytes(mapped, valid)):
+                    # a damaged unit, maybe with stale units behind it: wipe them
+                    wipe_to = mapped.last_nonzero(valid)
                 break
-        self.queue.truncate(end)
+        self.queue.truncate(end, wipe_to)
         self._refresh_max_physic_offset()
 
     def truncate_to_commitlog(self, commitlog_end: int) -> None:
@@ -68,7 +73,7 @@ class ConsumeQueue:
                 first_offset = self._unit_at(mapped, 0)[0] if mapped.wrote_position else -1
                 if mapped.wrote_position and first_offset < commitlog_end and first_offset >= 0:
                     valid = lib.mq_cq_valid_end(mapped.ptr, 0, mapped.wrote_position, commitlog_end)
-                    self.queue.truncate(mapped.file_from_offset + valid)
+                    self.queue.truncate(mapped.file_from_offset + valid, mapped.wrote_position)
                     break
                 if self.queue.readonly:
                     self.queue.files.remove(mapped)
@@ -81,6 +86,12 @@ class ConsumeQueue:
     def _refresh_max_physic_offset(self) -> None:
         last = self.last_unit()
         self.max_physic_offset = last[0] + last[1] if last else -1
+
+    @staticmethod
+    def _unit_bytes(mapped: MappedFile, position: int) -> bytes:
+        return ffi.unpack(
+            mapped.ptr + position, min(CQ_STORE_UNIT_SIZE, mapped.file_size - position)
+        )
 
     @staticmethod
     def _unit_at(mapped: MappedFile, position: int) -> Tuple[int, int, int]:
@@ -108,7 +119,9 @@ class ConsumeQueue:
             if offset >= commitlog_min_offset and size != BLANK_UNIT_SIZE:
                 self.min_logic_offset = first.file_from_offset + index * CQ_STORE_UNIT_SIZE
                 return
-        self.min_logic_offset = max(self.min_logic_offset, first.file_from_offset + first.wrote_position)
+        self.min_logic_offset = max(
+            self.min_logic_offset, first.file_from_offset + first.wrote_position
+        )
 
     # -- offsets -----------------------------------------------------------------
 
@@ -166,7 +179,9 @@ class ConsumeQueue:
                 log.error(
                     "ConsumeQueue %s/%d: unit for queue offset %d arrives at %d (gap); "
                     "appended at the end as RocketMQ does",
-                    self.topic, self.queue_id, expected // CQ_STORE_UNIT_SIZE,
+                    self.topic,
+                    self.queue_id,
+                    expected // CQ_STORE_UNIT_SIZE,
                     current // CQ_STORE_UNIT_SIZE,
                 )
                 expected = current
@@ -182,12 +197,16 @@ class ConsumeQueue:
                 expected += n * CQ_STORE_UNIT_SIZE
             if written:
                 last = (count - 1) * FIELDS
-                self.max_physic_offset = fields[last + F_PHYSICAL_OFFSET] + fields[last + F_TOTAL_SIZE]
+                self.max_physic_offset = (
+                    fields[last + F_PHYSICAL_OFFSET] + fields[last + F_TOTAL_SIZE]
+                )
         return written
 
     # -- reading -----------------------------------------------------------------
 
-    def read_units(self, queue_offset: int, max_units: int) -> Tuple[List[Tuple[int, int, int]], int]:
+    def read_units(
+        self, queue_offset: int, max_units: int
+    ) -> Tuple[List[Tuple[int, int, int]], int]:
         """Units from `queue_offset` to at most `max_units` and never past the end of
         the file holding it (RocketMQ reads one CQ file per call). Returns (units,
         queue offset of the first unit returned), or ([], -1) when the offset is not

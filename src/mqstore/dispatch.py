@@ -29,8 +29,14 @@ class Dispatcher:
     on. `catch_up()` runs it in the calling thread (start-up); `start()` runs it on its
     own thread, woken by `notify_appended()` after each append."""
 
-    def __init__(self, commitlog, consume_queue_for: Callable, index_service,
-                 delay_levels_ms: List[int], readonly: bool = False) -> None:
+    def __init__(
+        self,
+        commitlog,
+        consume_queue_for: Callable,
+        index_service,
+        delay_levels_ms: List[int],
+        readonly: bool = False,
+    ) -> None:
         self.commitlog = commitlog
         self.consume_queue_for = consume_queue_for
         self.index_service = index_service
@@ -75,8 +81,9 @@ class Dispatcher:
             readable = mapped.wrote_position
             out = self._out
             stop = out + _CHUNK * codec.FIELDS
-            count = lib.mq_scan(mapped.ptr, readable, position, _CHUNK,
-                                codec.SCAN_PROPERTIES, out, stop)
+            count = lib.mq_scan(
+                mapped.ptr, readable, position, _CHUNK, codec.SCAN_PROPERTIES, out, stop
+            )
             if count:
                 self._dispatch(mapped.ptr, out, count)
             stop_pos, reason = stop[0], stop[1]
@@ -88,12 +95,19 @@ class Dispatcher:
             stop_pos = commitlog.file_size
         elif codec.is_error(reason) or reason == codec.STOP_ZERO:
             # Below the wrote position every record is whole, so this is damage.
-            total = int.from_bytes(mapped.read(stop_pos, 4), "big", signed=True) if (
-                readable - stop_pos >= 4) else 0
+            total = (
+                int.from_bytes(mapped.read(stop_pos, 4), "big", signed=True)
+                if (readable - stop_pos >= 4)
+                else 0
+            )
             skip = total if 0 < total <= readable - stop_pos else readable - stop_pos
             self.damaged_records += 1
-            log.error("[BUG] dispatch: %s at CommitLog offset %d; skipping %d bytes",
-                      codec.STOP_REASONS[reason], mapped.file_from_offset + stop_pos, skip)
+            log.error(
+                "[BUG] dispatch: %s at CommitLog offset %d; skipping %d bytes",
+                codec.STOP_REASONS[reason],
+                mapped.file_from_offset + stop_pos,
+                skip,
+            )
             stop_pos += skip
         self.reput_from_offset = mapped.file_from_offset + stop_pos
         if count and self._waiters:
@@ -130,8 +144,9 @@ class Dispatcher:
         levels = self.delay_levels_ms
         for i in range(start, end):
             base = i * codec.FIELDS
-            props = decode_properties(ffi.unpack(ptr + out[base + codec.F_PROPS_OFF],
-                                                 out[base + codec.F_PROPS_LEN]))
+            props = decode_properties(
+                ffi.unpack(ptr + out[base + codec.F_PROPS_OFF], out[base + codec.F_PROPS_LEN])
+            )
             try:
                 level = int(props.get(PROPERTY_DELAY_TIME_LEVEL, "0"))
             except ValueError:

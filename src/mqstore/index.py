@@ -10,7 +10,7 @@ import re
 import struct
 import threading
 import time
-from typing import Iterator, List, Optional
+from typing import Iterator, List
 
 from . import codec
 from ._native import ffi, lib
@@ -40,12 +40,24 @@ def key_hash(topic: str, key: str) -> int:
 class IndexHeader:
     """The 40-byte header of an IndexFile, read from the mapped bytes."""
 
-    __slots__ = ("begin_timestamp", "end_timestamp", "begin_phy_offset", "end_phy_offset",
-                 "hash_slot_count", "index_count")
+    __slots__ = (
+        "begin_timestamp",
+        "end_timestamp",
+        "begin_phy_offset",
+        "end_phy_offset",
+        "hash_slot_count",
+        "index_count",
+    )
 
     def __init__(self, raw: bytes) -> None:
-        (self.begin_timestamp, self.end_timestamp, self.begin_phy_offset,
-         self.end_phy_offset, self.hash_slot_count, self.index_count) = _HEADER.unpack(raw)
+        (
+            self.begin_timestamp,
+            self.end_timestamp,
+            self.begin_phy_offset,
+            self.end_phy_offset,
+            self.hash_slot_count,
+            self.index_count,
+        ) = _HEADER.unpack(raw)
         if self.index_count <= 0:
             self.index_count = 1
 
@@ -53,8 +65,15 @@ class IndexHeader:
 class IndexFile:
     """One IndexFile, named by its creation time (local ``yyyyMMddHHmmssSSS``)."""
 
-    def __init__(self, path: str, slot_num: int, index_num: int, *, create: bool = False,
-                 readonly: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        slot_num: int,
+        index_num: int,
+        *,
+        create: bool = False,
+        readonly: bool = False,
+    ) -> None:
         if not _NAME_RE.fullmatch(os.path.basename(path)):
             raise StoreCorruptedError(
                 f"{path}: index file name is not a 17-digit timestamp", path=path
@@ -63,8 +82,9 @@ class IndexFile:
         self.slot_num = slot_num
         self.index_num = index_num
         self.file_size = index_file_size(slot_num, index_num)
-        self._mapped = MappedFile(path, self.file_size, create=create, readonly=readonly,
-                                  offset_name=False)
+        self._mapped = MappedFile(
+            path, self.file_size, create=create, readonly=readonly, offset_name=False
+        )
         self.readonly = readonly
         self.ptr = self._mapped.ptr
 
@@ -73,47 +93,55 @@ class IndexFile:
 
     def init_from_previous(self, previous: IndexHeader) -> None:
         """A file replacing a full one starts at the previous file's end."""
-        raw = _HEADER.pack(previous.end_timestamp, previous.end_timestamp,
-                           previous.end_phy_offset, previous.end_phy_offset, 0, 1)
+        raw = _HEADER.pack(
+            previous.end_timestamp,
+            previous.end_timestamp,
+            previous.end_phy_offset,
+            previous.end_phy_offset,
+            0,
+            1,
+        )
         ffi.memmove(self.ptr, raw, INDEX_HEADER_SIZE)
 
     def is_full(self) -> bool:
         return self.header().index_count >= self.index_num
 
-    def select(self, key_hash_value: int, max_num: int, begin: int, end: int,
-               found: List[int]) -> None:
-        """Append to `found` the CL offsets of entries with this key hash stored between
-        begin and end (ms), newest first, until `found` holds max_num."""
-        if len(found) >= max_num:
-            return
-        for phy_offset in self.iter_select(key_hash_value, begin, end):
-            found.append(phy_offset)
-            if len(found) >= max_num:
-                return
-
     def iter_select(self, key_hash_value: int, begin: int, end: int) -> Iterator[int]:
-        """CL offsets of entries with this key hash stored in [begin, end], newest first
-        (RocketMQ's selectPhyOffset walk of one slot chain)."""
+        """CL offsets of entries with this key hash that may have been stored in
+        [begin, end], newest first (RocketMQ's selectPhyOffset walk of a slot chain).
+
+        Entry times are whole seconds after the header's begin time, rounded down, and
+        the first entry of a file is timed against the previous file's end (RocketMQ
+        writes it so), so this admits a second of slack and does not time-filter the
+        first entry; callers check the record's real store time.
+        """
         header = self.header()
         if header.index_count <= 1:
             return
         slot = key_hash_value % self.slot_num
-        slot_value = struct.unpack(">i", ffi.unpack(
-            self.ptr + INDEX_HEADER_SIZE + slot * HASH_SLOT_SIZE, HASH_SLOT_SIZE))[0]
+        slot_value = struct.unpack(
+            ">i", ffi.unpack(self.ptr + INDEX_HEADER_SIZE + slot * HASH_SLOT_SIZE, HASH_SLOT_SIZE)
+        )[0]
         if slot_value <= 0 or slot_value > header.index_count:
             return
         entries = INDEX_HEADER_SIZE + self.slot_num * HASH_SLOT_SIZE
         position = slot_value
         for _ in range(header.index_count):  # a chain can never be longer; guards cycles
             hash_read, phy_offset, time_diff, previous = _ENTRY.unpack(
-                ffi.unpack(self.ptr + entries + position * INDEX_ENTRY_SIZE, INDEX_ENTRY_SIZE))
+                ffi.unpack(self.ptr + entries + position * INDEX_ENTRY_SIZE, INDEX_ENTRY_SIZE)
+            )
             if time_diff < 0:
                 return
             time_read = header.begin_timestamp + time_diff * 1000
-            if hash_read == key_hash_value and begin <= time_read <= end:
+            in_range = position == 1 or begin - 1000 < time_read <= end
+            if hash_read == key_hash_value and in_range:
                 yield phy_offset
-            if (previous <= 0 or previous > header.index_count or previous == position
-                    or time_read < begin):
+            if (
+                previous <= 0
+                or previous > header.index_count
+                or previous == position
+                or (position != 1 and time_read <= begin - 1000)
+            ):
                 return
             position = previous
 
@@ -140,8 +168,9 @@ def _index_name(now_ms: int) -> str:
 class IndexService:
     """The index files of a store: built by the dispatcher (`add`), queried by key."""
 
-    def __init__(self, store_path: str, slot_num: int, index_num: int, clock,
-                 readonly: bool = False) -> None:
+    def __init__(
+        self, store_path: str, slot_num: int, index_num: int, clock, readonly: bool = False
+    ) -> None:
         self.directory = os.path.join(store_path, "index")
         self.slot_num = slot_num
         self.index_num = index_num
@@ -157,8 +186,14 @@ class IndexService:
         if not os.path.isdir(self.directory):
             return
         for name in sorted(os.listdir(self.directory)):
-            self.files.append(IndexFile(os.path.join(self.directory, name), self.slot_num,
-                                        self.index_num, readonly=self.readonly))
+            self.files.append(
+                IndexFile(
+                    os.path.join(self.directory, name),
+                    self.slot_num,
+                    self.index_num,
+                    readonly=self.readonly,
+                )
+            )
 
     def delete_newer_than(self, timestamp: int) -> List[str]:
         """Drop index files whose end timestamp is after `timestamp` (abnormal recovery)."""
@@ -188,8 +223,9 @@ class IndexService:
         while self.files and name <= os.path.basename(self.files[-1].path):
             now += 1
             name = _index_name(now)
-        index_file = IndexFile(os.path.join(self.directory, name), self.slot_num,
-                               self.index_num, create=True)
+        index_file = IndexFile(
+            os.path.join(self.directory, name), self.slot_num, self.index_num, create=True
+        )
         if self.files:
             index_file.init_from_previous(self.files[-1].header())
         self.files.append(index_file)
@@ -203,8 +239,9 @@ class IndexService:
         with self._lock:
             while True:
                 current = self.files[-1] if self.files else self._new_file()
-                done = lib.mq_index_add(current.ptr, self.slot_num, self.index_num, buf,
-                                        fields, count, resume)
+                done = lib.mq_index_add(
+                    current.ptr, self.slot_num, self.index_num, buf, fields, count, resume
+                )
                 if done == 1:
                     return
                 if done < 0:
@@ -220,25 +257,10 @@ class IndexService:
             files = list(self.files)
         for index_file in reversed(files):
             header = index_file.header()
-            if header.end_timestamp >= begin and header.begin_timestamp <= end:
+            if header.end_timestamp >= begin - 1000 and header.begin_timestamp <= end:
                 yield from index_file.iter_select(hashed, begin, end)
-            if header.begin_timestamp < begin:
+            if header.end_timestamp < begin - 1000:
                 return
-
-    def query(self, topic: str, key: str, max_num: int, begin: int, end: int) -> List[int]:
-        """CL offsets of entries for ``topic#key`` stored in [begin, end], newest files
-        first, at most max_num; only the hash is compared (callers check the keys)."""
-        found: List[int] = []
-        hashed = key_hash(topic, key)
-        with self._lock:
-            files = list(self.files)
-        for index_file in reversed(files):
-            header = index_file.header()
-            if header.end_timestamp >= begin and header.begin_timestamp <= end:
-                index_file.select(hashed, max_num, begin, end, found)
-            if header.begin_timestamp < begin or len(found) >= max_num:
-                break
-        return found
 
     def flush(self) -> None:
         with self._lock:

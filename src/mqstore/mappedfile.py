@@ -37,8 +37,15 @@ class MappedFile:
     `hold()` / `release()`; `destroy()` unmaps only once the last reference is gone.
     """
 
-    def __init__(self, path: str, file_size: int, *, create: bool = False,
-                 readonly: bool = False, offset_name: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        file_size: int,
+        *,
+        create: bool = False,
+        readonly: bool = False,
+        offset_name: bool = True,
+    ) -> None:
         name = os.path.basename(path)
         if offset_name and not _FILE_NAME_RE.fullmatch(name):
             raise StoreCorruptedError(
@@ -119,11 +126,15 @@ class MappedFile:
         Returns the flushed position."""
         wrote = self.wrote_position
         flushed = self.flushed_position
-        if wrote > flushed and (
-            wrote >= self.file_size
-            or least_pages <= 0
-            or wrote // OS_PAGE_SIZE - flushed // OS_PAGE_SIZE >= least_pages
-        ) and self.hold():
+        if (
+            wrote > flushed
+            and (
+                wrote >= self.file_size
+                or least_pages <= 0
+                or wrote // OS_PAGE_SIZE - flushed // OS_PAGE_SIZE >= least_pages
+            )
+            and self.hold()
+        ):
             try:
                 rc = lib.mq_msync(self.ptr, flushed, wrote)
             finally:
@@ -132,6 +143,10 @@ class MappedFile:
                 raise MQStoreError(f"msync of {self.path} failed: {os.strerror(-rc)}")
             self.flushed_position = wrote
         return self.flushed_position
+
+    def last_nonzero(self, start: int = 0) -> int:
+        """One past the last non-zero byte at or after `start` (`start` if none)."""
+        return lib.mq_last_nonzero(self.ptr, start, self.file_size)
 
     def read(self, position: int, size: int) -> bytes:
         """A copy of `size` bytes at `position` (bounds-checked against the file)."""
@@ -200,9 +215,7 @@ class AllocateMappedFileService:
         self._ready: Dict[str, object] = {}  # path -> MappedFile | BaseException
         self._in_progress: Optional[str] = None
         self._stopped = False
-        self._thread = threading.Thread(
-            target=self._run, name="mqstore-allocate", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="mqstore-allocate", daemon=True)
         self._thread.start()
 
     def prepare(self, path: str, file_size: int) -> None:
@@ -271,9 +284,13 @@ class AllocateMappedFileService:
 class MappedFileQueue:
     """The files of one log in offset order: the CommitLog, or one ConsumeQueue."""
 
-    def __init__(self, store_path: str, mapped_file_size: int,
-                 allocator: Optional[AllocateMappedFileService] = None,
-                 readonly: bool = False) -> None:
+    def __init__(
+        self,
+        store_path: str,
+        mapped_file_size: int,
+        allocator: Optional[AllocateMappedFileService] = None,
+        readonly: bool = False,
+    ) -> None:
         self.store_path = store_path
         self.mapped_file_size = mapped_file_size
         self.allocator = allocator
@@ -289,6 +306,8 @@ class MappedFileQueue:
         if not os.path.isdir(self.store_path):
             return
         names = sorted(os.listdir(self.store_path))
+        if names and self._drop_unreserved_last_file(os.path.join(self.store_path, names[-1])):
+            names.pop()
         files = []
         try:
             for name in names:
@@ -303,7 +322,11 @@ class MappedFileQueue:
                         f"{self.mapped_file_size}",
                         path=path,
                     )
-                if files and mapped.file_from_offset != files[-1].file_from_offset + self.mapped_file_size:
+                if (
+                    files
+                    and mapped.file_from_offset
+                    != files[-1].file_from_offset + self.mapped_file_size
+                ):
                     mapped.shutdown()
                     raise StoreCorruptedError(
                         f"{path}: does not follow {os.path.basename(files[-1].path)} "
@@ -317,6 +340,34 @@ class MappedFileQueue:
                 mapped.shutdown()
             raise
         self.files = files
+
+    def _drop_unreserved_last_file(self, path: str) -> bool:
+        """A last file shorter than the file size holding only zeros is what a crash
+        between creating and reserving a file leaves: delete it (RocketMQ 5 deletes a
+        zero-length last file) and report True. Anything else is left to load()."""
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return False
+        if size >= self.mapped_file_size or not _FILE_NAME_RE.fullmatch(os.path.basename(path)):
+            return False
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    break
+                if chunk.count(0) != len(chunk):
+                    return False
+        log.warning(
+            "%s: %d of %d bytes, all zero: a file whose creation was cut short; %s",
+            path,
+            size,
+            self.mapped_file_size,
+            "ignored (read-only)" if self.readonly else "deleted",
+        )
+        if not self.readonly:
+            os.unlink(path)
+        return True
 
     # -- lookup ------------------------------------------------------------------
 
@@ -395,10 +446,17 @@ class MappedFileQueue:
 
     # -- truncation and deletion ---------------------------------------------------
 
-    def truncate(self, offset: int) -> List[str]:
+    def truncate(self, offset: int, wipe_to: Optional[int] = None) -> List[str]:
         """Make `offset` the end of the log: the file holding it keeps its bytes but
-        its positions move to it; files starting after it are deleted. Bytes past the
-        end are never zeroed (readers rely on positions). Returns deleted paths."""
+        its positions move to it; files starting after it are deleted. Returns the
+        deleted paths.
+
+        RocketMQ never zeroes what it cuts off. Stale records after the end can then
+        come back: a later append overwrites the first of them, and the next walk finds
+        the rest valid again. So with `wipe_to` (a position in the file holding
+        `offset`) the bytes from `offset` up to it are zeroed and flushed; readers
+        still rely on positions, not on the zeros. A read-only queue wipes nothing.
+        """
         deleted = []
         keep = []
         for mapped in self.files:
@@ -406,7 +464,11 @@ class MappedFileQueue:
             if end <= offset:
                 keep.append(mapped)
             elif mapped.file_from_offset <= offset:
-                mapped.set_positions(offset - mapped.file_from_offset)
+                position = offset - mapped.file_from_offset
+                if wipe_to is not None and wipe_to > position and not self.readonly:
+                    lib.mq_zero(mapped.ptr, position, wipe_to)
+                    lib.mq_msync(mapped.ptr, position, wipe_to)
+                mapped.set_positions(position)
                 keep.append(mapped)
             elif self.readonly:
                 mapped.shutdown()  # out of view, but a read-only queue deletes nothing

@@ -258,6 +258,8 @@ class Message:
             raise TypeError(
                 f"body must be bytes, bytearray or memoryview, got {type(body).__name__}"
             )
+        if body.__class__ is not bytes and not memoryview(body).c_contiguous:
+            raise TypeError("body must be a C-contiguous buffer (copy it with bytes(body))")
         self.topic = topic
         self.body = body
         self.flag = _check_int("flag", flag, _I32_MIN, _I32_MAX)
@@ -266,7 +268,10 @@ class Message:
         self.born_timestamp = born_timestamp
         for name, host in (("born_host", born_host), ("store_host", store_host)):
             if host is not None:
-                encode_host(host)  # validates
+                try:
+                    encode_host(host)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"{name}: {exc}") from None
         self.born_host = born_host
         self.store_host = store_host
         self.sys_flag = _check_int("sys_flag", sys_flag, _I32_MIN, _I32_MAX)
@@ -369,7 +374,9 @@ class Message:
 
     def __repr__(self) -> str:
         size = self.body.nbytes if isinstance(self.body, memoryview) else len(self.body)
-        return f"{type(self).__name__}(topic={self.topic!r}, tags={self.tags!r}, body=<{size} bytes>)"
+        return (
+            f"{type(self).__name__}(topic={self.topic!r}, tags={self.tags!r}, body=<{size} bytes>)"
+        )
 
 
 class MessageExt(Message):
@@ -393,8 +400,7 @@ class MessageExt(Message):
     )
 
     @classmethod
-    def _from_fields(cls, ptr, f: List[int], i: int = 0, topic: Optional[str] = None
-                     ) -> MessageExt:
+    def _from_fields(cls, ptr, f: List[int], i: int = 0, topic: Optional[str] = None) -> MessageExt:
         """Build from `codec.scan` fields (record i) over the buffer at `ptr`; `topic`,
         when the caller knows it, saves decoding it.
 
@@ -482,12 +488,28 @@ class MessageExt(Message):
 
 
 _FIELD_ORDER = (
-    codec.F_TOTAL_SIZE, codec.F_MAGIC, codec.F_BODY_CRC, codec.F_QUEUE_ID, codec.F_FLAG,
-    codec.F_QUEUE_OFFSET, codec.F_PHYSICAL_OFFSET, codec.F_SYS_FLAG, codec.F_BORN_TIMESTAMP,
-    codec.F_BORN_HOST_OFF, codec.F_BORN_HOST_LEN, codec.F_STORE_TIMESTAMP,
-    codec.F_STORE_HOST_OFF, codec.F_STORE_HOST_LEN, codec.F_RECONSUME_TIMES,
-    codec.F_PREPARED_OFFSET, codec.F_BODY_OFF, codec.F_BODY_LEN, codec.F_TOPIC_OFF,
-    codec.F_TOPIC_LEN, codec.F_PROPS_OFF, codec.F_PROPS_LEN,
+    codec.F_TOTAL_SIZE,
+    codec.F_MAGIC,
+    codec.F_BODY_CRC,
+    codec.F_QUEUE_ID,
+    codec.F_FLAG,
+    codec.F_QUEUE_OFFSET,
+    codec.F_PHYSICAL_OFFSET,
+    codec.F_SYS_FLAG,
+    codec.F_BORN_TIMESTAMP,
+    codec.F_BORN_HOST_OFF,
+    codec.F_BORN_HOST_LEN,
+    codec.F_STORE_TIMESTAMP,
+    codec.F_STORE_HOST_OFF,
+    codec.F_STORE_HOST_LEN,
+    codec.F_RECONSUME_TIMES,
+    codec.F_PREPARED_OFFSET,
+    codec.F_BODY_OFF,
+    codec.F_BODY_LEN,
+    codec.F_TOPIC_OFF,
+    codec.F_TOPIC_LEN,
+    codec.F_PROPS_OFF,
+    codec.F_PROPS_LEN,
 )
-if _FIELD_ORDER != tuple(range(1, 23)):  # pragma: no cover - guards the C header
+if tuple(range(1, 23)) != _FIELD_ORDER:  # pragma: no cover - guards the C header
     raise ImportError("mqstore: C field layout does not match MessageExt._from_fields")

@@ -23,7 +23,9 @@ def parse_tags(expression: Optional[str]) -> TagFilter:
     if expression is None:
         return None
     if not isinstance(expression, str):
-        raise TypeError(f"tags must be a str expression like 'a || b', got {type(expression).__name__}")
+        raise TypeError(
+            f"tags must be a str expression like 'a || b', got {type(expression).__name__}"
+        )
     if expression.strip() in ("*", ""):
         return None
     tags = []
@@ -45,8 +47,9 @@ def _low32(value: int) -> int:
     return value - 0x100000000 if value & 0x80000000 else value
 
 
-def read_queue(store, topic: str, queue_id: int, offset: int, max_msgs: int,
-               tag_filter: TagFilter) -> GetResult:
+def read_queue(
+    store, topic: str, queue_id: int, offset: int, max_msgs: int, tag_filter: TagFilter
+) -> GetResult:
     queue = store._consume_queues.get((topic, queue_id))
     if queue is None:
         return GetResult(GetStatus.NO_MESSAGE_IN_QUEUE, [], 0, 0, 0)
@@ -66,8 +69,9 @@ def read_queue(store, topic: str, queue_id: int, offset: int, max_msgs: int,
     window = max(16000, max_msgs * CQ_STORE_UNIT_SIZE) // CQ_STORE_UNIT_SIZE
     units, _ = queue.read_units(offset, window if tag_filter is not None else count_limit)
     if not units:
-        return GetResult(GetStatus.OFFSET_FOUND_NULL, [], queue.file_end_offset(offset),
-                         min_offset, max_offset)
+        return GetResult(
+            GetStatus.OFFSET_FOUND_NULL, [], queue.file_end_offset(offset), min_offset, max_offset
+        )
 
     byte_limit = config.max_transfer_bytes_on_message_in_memory
     commitlog = store.commitlog
@@ -97,8 +101,9 @@ def read_queue(store, topic: str, queue_id: int, offset: int, max_msgs: int,
                 miss_status = GetStatus.MESSAGE_WAS_REMOVING
                 continue
             if commitlog_offset < 0 or size <= 0 or commitlog_offset + size > commitlog_max:
-                store.note_damaged_unit(topic, queue_id, offset + scanned - 1,
-                                        "points outside the CommitLog")
+                store.note_damaged_unit(
+                    topic, queue_id, offset + scanned - 1, "points outside the CommitLog"
+                )
                 continue
             picked.append((commitlog_offset, size, offset + scanned - 1))
             total_bytes += size
@@ -139,12 +144,17 @@ def _decode_units(store, topic: str, queue_id: int, picked) -> List[MessageExt]:
             fields = ffi.unpack(out, n * codec.FIELDS)
             for i in range(n):
                 if reasons[i]:
-                    store.note_damaged_unit(topic, queue_id, group[i][2],
-                                            codec.STOP_REASONS.get(reasons[i], "invalid record"))
+                    store.note_damaged_unit(
+                        topic,
+                        queue_id,
+                        group[i][2],
+                        codec.STOP_REASONS.get(reasons[i], "invalid record"),
+                    )
                     continue
                 if fields[i * codec.FIELDS + codec.F_TOTAL_SIZE] != group[i][1]:
-                    store.note_damaged_unit(topic, queue_id, group[i][2],
-                                            "unit size differs from the record's")
+                    store.note_damaged_unit(
+                        topic, queue_id, group[i][2], "unit size differs from the record's"
+                    )
                     continue
                 result.append(MessageExt._from_fields(mapped.ptr, fields, i, topic))
         finally:

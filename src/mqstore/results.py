@@ -48,11 +48,30 @@ class PutResult(tuple):
     store_size: int = property(itemgetter(5))  # type: ignore[assignment]
     error: Optional[str] = property(itemgetter(7))  # type: ignore[assignment]
 
-    def __new__(cls, status: PutStatus, commitlog_offset: int, queue_id: int,
-                queue_offset: int, store_timestamp: int, store_size: int,
-                store_host: bytes, error: Optional[str] = None) -> PutResult:
-        return _tuple_new(cls, (status, commitlog_offset, queue_id, queue_offset,
-                                store_timestamp, store_size, store_host, error))
+    def __new__(
+        cls,
+        status: PutStatus,
+        commitlog_offset: int,
+        queue_id: int,
+        queue_offset: int,
+        store_timestamp: int,
+        store_size: int,
+        store_host: bytes,
+        error: Optional[str] = None,
+    ) -> PutResult:
+        return _tuple_new(
+            cls,
+            (
+                status,
+                commitlog_offset,
+                queue_id,
+                queue_offset,
+                store_timestamp,
+                store_size,
+                store_host,
+                error,
+            ),
+        )
 
     @classmethod
     def failed(cls, status: PutStatus, error: str, queue_id: int = -1) -> PutResult:
@@ -86,13 +105,28 @@ class PutBatchResult(Sequence[PutResult]):
     """The outcome of `put_batch`: one `status` for the whole batch (written all or
     none) and, when written, one PutResult per message (built on access)."""
 
-    __slots__ = ("status", "error", "queue_id", "store_timestamp", "_offsets", "_sizes",
-                 "_first_queue_offset", "_store_host")
+    __slots__ = (
+        "status",
+        "error",
+        "queue_id",
+        "store_timestamp",
+        "_offsets",
+        "_sizes",
+        "_first_queue_offset",
+        "_store_host",
+    )
 
-    def __init__(self, status: PutStatus, queue_id: int = -1, first_queue_offset: int = -1,
-                 store_timestamp: int = -1, offsets: Sequence[int] = (),
-                 sizes: Sequence[int] = (), store_host: bytes = b"",
-                 error: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        status: PutStatus,
+        queue_id: int = -1,
+        first_queue_offset: int = -1,
+        store_timestamp: int = -1,
+        offsets: Sequence[int] = (),
+        sizes: Sequence[int] = (),
+        store_host: bytes = b"",
+        error: Optional[str] = None,
+    ) -> None:
         self.status = status
         self.error = error
         self.queue_id = queue_id
@@ -129,9 +163,19 @@ class PutBatchResult(Sequence[PutResult]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError("batch result index out of range")
-        return _tuple_new(PutResult, (self.status, self._offsets[index], self.queue_id,
-                                      self._first_queue_offset + index, self.store_timestamp,
-                                      self._sizes[index], self._store_host, None))
+        return _tuple_new(
+            PutResult,
+            (
+                self.status,
+                self._offsets[index],
+                self.queue_id,
+                self._first_queue_offset + index,
+                self.store_timestamp,
+                self._sizes[index],
+                self._store_host,
+                None,
+            ),
+        )
 
     def __iter__(self) -> Iterator[PutResult]:
         for i in range(len(self)):
@@ -161,8 +205,14 @@ class GetResult:
 
     __slots__ = ("status", "messages", "next_begin_offset", "min_offset", "max_offset")
 
-    def __init__(self, status: GetStatus, messages: list, next_begin_offset: int,
-                 min_offset: int, max_offset: int) -> None:
+    def __init__(
+        self,
+        status: GetStatus,
+        messages: list,
+        next_begin_offset: int,
+        min_offset: int,
+        max_offset: int,
+    ) -> None:
         self.status = status
         self.messages = messages
         self.next_begin_offset = next_begin_offset

@@ -13,11 +13,11 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from . import codec
 from ._native import ffi
 from .commitlog import CommitLog, CommitLogRecovery
+from .config import StoreConfig
 from .consumequeue import ConsumeQueue, FlushConsumeQueueService
 from .dispatch import Dispatcher
-from .index import IndexService
-from .config import SYNC_FLUSH, StoreConfig
 from .errors import MQStoreError, StoreClosedError
+from .index import IndexService
 from .lockfile import StoreLock
 from .message import (
     PROPERTY_DELAY_TIME_LEVEL,
@@ -27,8 +27,8 @@ from .message import (
     SCHEDULE_TOPIC,
     Message,
     MessageExt,
-    encode_host,
     decode_msg_id,
+    encode_host,
     encode_properties,
 )
 from .reader import parse_tags, read_queue
@@ -53,8 +53,9 @@ class MessageStore:
     Use it as a context manager, or call `close()` (idempotent).
     """
 
-    def __init__(self, path, config: Optional[StoreConfig] = None, *, _readonly: bool = False,
-                 **overrides) -> None:
+    def __init__(
+        self, path, config: Optional[StoreConfig] = None, *, _readonly: bool = False, **overrides
+    ) -> None:
         if config is None:
             config = StoreConfig(**overrides)
         elif overrides:
@@ -96,8 +97,13 @@ class MessageStore:
         self.commitlog.load()
         self._load_consume_queues()
         if config.message_index_enable:
-            self.index = IndexService(self.path, config.max_hash_slot_num, config.max_index_num,
-                                      config.clock, readonly=readonly)
+            self.index = IndexService(
+                self.path,
+                config.max_hash_slot_num,
+                config.max_index_num,
+                config.clock,
+                readonly=readonly,
+            )
             self.index.load()
         for queue in self._consume_queues.values():
             queue.recover()
@@ -112,8 +118,13 @@ class MessageStore:
         elif max_cq_end >= end:
             for queue in self._consume_queues.values():
                 queue.truncate_to_commitlog(end)
-        self.dispatcher = Dispatcher(self.commitlog, self.consume_queue, self.index,
-                                     config.delay_levels_ms, readonly=readonly)
+        self.dispatcher = Dispatcher(
+            self.commitlog,
+            self.consume_queue,
+            self.index,
+            config.delay_levels_ms,
+            readonly=readonly,
+        )
         max_cq_end = max((q.max_physic_offset for q in self._consume_queues.values()), default=-1)
         self.dispatcher.reput_from_offset = max(max_cq_end, self.commitlog.min_offset())
         if not readonly:
@@ -138,10 +149,17 @@ class MessageStore:
             if not os.path.isdir(topic_dir):
                 continue
             for name in sorted(os.listdir(topic_dir)):
-                if not (name.isascii() and name.isdigit()) or not os.path.isdir(os.path.join(topic_dir, name)):
+                if not (name.isascii() and name.isdigit()) or not os.path.isdir(
+                    os.path.join(topic_dir, name)
+                ):
                     continue  # RocketMQ ignores queue directories that are not numbers
-                queue = ConsumeQueue(self.path, topic, int(name),
-                                     self.config.mapped_file_size_consume_queue, self.readonly)
+                queue = ConsumeQueue(
+                    self.path,
+                    topic,
+                    int(name),
+                    self.config.mapped_file_size_consume_queue,
+                    self.readonly,
+                )
                 queue.load()
                 self._consume_queues[(topic, int(name))] = queue
 
@@ -152,9 +170,13 @@ class MessageStore:
             with self._cq_lock:
                 queue = self._consume_queues.get((topic, queue_id))
                 if queue is None:
-                    queue = ConsumeQueue(self.path, topic, queue_id,
-                                         self.config.mapped_file_size_consume_queue,
-                                         self.readonly)
+                    queue = ConsumeQueue(
+                        self.path,
+                        topic,
+                        queue_id,
+                        self.config.mapped_file_size_consume_queue,
+                        self.readonly,
+                    )
                     self._consume_queues[(topic, queue_id)] = queue
         return queue
 
@@ -291,8 +313,18 @@ class MessageStore:
                     )
             wait = properties.get(PROPERTY_WAIT_STORE_MSG_OK) != "false"
         result = self._append(
-            topic, topic_bytes, queue_id, body, body_len, props, msg.flag, sys_flag,
-            msg.born_timestamp, msg.reconsume_times, msg.prepared_transaction_offset, hosts,
+            topic,
+            topic_bytes,
+            queue_id,
+            body,
+            body_len,
+            props,
+            msg.flag,
+            sys_flag,
+            msg.born_timestamp,
+            msg.reconsume_times,
+            msg.prepared_transaction_offset,
+            hosts,
             wait,
         )
         dispatcher = self.dispatcher
@@ -354,7 +386,9 @@ class MessageStore:
         if topic_bytes is None:
             return PutBatchResult(illegal, error=self._topic_error(topic))
         bodies = [msg.body for msg in msgs]
-        body_lens = array("i", [len(b) if type(b) is bytes else memoryview(b).nbytes for b in bodies])
+        body_lens = array(
+            "i", [len(b) if type(b) is bytes else memoryview(b).nbytes for b in bodies]
+        )
         props = [msg.encoded_properties() for msg in msgs]
         props_lens = array("i", map(len, props))
         if max(body_lens) > self.config.max_message_size:
@@ -364,7 +398,9 @@ class MessageStore:
                 PutStatus.PROPERTIES_SIZE_EXCEEDED,
                 error=f"a message's properties exceed {codec.MAX_PROPERTIES_BYTES} bytes",
             )
-        total = sum(body_lens) + sum(props_lens) + len(msgs) * codec.record_size(0, len(topic_bytes), 0)
+        total = (
+            sum(body_lens) + sum(props_lens) + len(msgs) * codec.record_size(0, len(topic_bytes), 0)
+        )
         if total > self.config.max_message_size:
             return PutBatchResult(
                 illegal,
@@ -377,8 +413,17 @@ class MessageStore:
             if msg.delay_level > 0:
                 return PutBatchResult(illegal, error="a batch cannot carry a delay level")
         result = self.commitlog.append_batch(
-            topic, topic_bytes, queue_id, b"".join(bodies), body_lens, b"".join(props),
-            props_lens, array("i", [msg.flag for msg in msgs]), 0, msgs[0].born_timestamp, 0,
+            topic,
+            topic_bytes,
+            queue_id,
+            b"".join(bodies),
+            body_lens,
+            b"".join(props),
+            props_lens,
+            array("i", [msg.flag for msg in msgs]),
+            0,
+            msgs[0].born_timestamp,
+            0,
         )
         self.dispatcher.notify_appended()
         return result
@@ -404,8 +449,9 @@ class MessageStore:
             raise StoreClosedError(f"store {self.path} is closed")
         return self.commitlog.iter_messages(from_offset)
 
-    def get(self, topic: str, queue_id: int, offset: int, max_msgs: int = 32,
-            tags: Optional[str] = None) -> GetResult:
+    def get(
+        self, topic: str, queue_id: int, offset: int, max_msgs: int = 32, tags: Optional[str] = None
+    ) -> GetResult:
         """Up to `max_msgs` messages of (topic, queue_id) from queue offset `offset`, as
         RocketMQ's getMessage answers (statuses, next_begin_offset, min/max offsets;
         at most `max_transfer_count_on_message_in_memory` messages and about
@@ -436,8 +482,7 @@ class MessageStore:
             raise StoreClosedError(f"store {self.path} is closed")
         return read_queue(self, topic, queue_id, offset, max_msgs, tag_filter)
 
-    def wait_for_message(self, topic: str, queue_id: int, offset: int,
-                         timeout: float) -> bool:
+    def wait_for_message(self, topic: str, queue_id: int, offset: int, timeout: float) -> bool:
         """Block until the queue holds a message at `offset` (its max offset passed it)
         or `timeout` seconds pass; True when one is there. Woken by the dispatcher as
         soon as the unit lands, not by polling."""
@@ -446,10 +491,12 @@ class MessageStore:
             return queue.max_offset() > offset
         return self.dispatcher.wait_for_arrival(lambda: queue.max_offset() > offset, timeout)
 
-    def query_by_key(self, topic: str, key: str, max_msgs: int = 32, begin: int = 0,
-                     end: Optional[int] = None) -> List[MessageExt]:
+    def query_by_key(
+        self, topic: str, key: str, max_msgs: int = 32, begin: int = 0, end: Optional[int] = None
+    ) -> List[MessageExt]:
         """Messages of `topic` whose KEYS (or UNIQ_KEY) include `key`, stored between
-        `begin` and `end` (ms; `end` defaults to the store clock's now): the newest
+        `begin` and `end` (ms, inclusive; `end` defaults to no limit, which is "now"
+        for a store whose clock never runs backwards): the newest
         `max_msgs` (capped at `max_msgs_num_batch`), in ascending CommitLog order.
         Hash collisions in the index are filtered out by checking the stored keys.
         Raises TypeError for a non-str topic or key, ValueError for max_msgs <= 0.
@@ -463,7 +510,7 @@ class MessageStore:
         if self.index is None:
             return []
         if end is None:
-            end = self.config.clock()
+            end = 2**63 - 1
         limit = min(max_msgs, self.config.max_msgs_num_batch)
         found: Dict[int, MessageExt] = {}
         for commitlog_offset in self.index.iter_offsets(topic, key, begin, end):
@@ -475,6 +522,8 @@ class MessageStore:
                 message = None
             if message is None or message.topic != topic:
                 continue  # beyond the end (after a crash) or another topic
+            if not begin <= message.store_timestamp <= end:
+                continue
             if key in message.keys or message.uniq_key == key:
                 found[commitlog_offset] = message
                 if len(found) >= limit:

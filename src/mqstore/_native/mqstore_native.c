@@ -783,6 +783,31 @@ int32_t mq_index_add(char *index_base, int32_t slot_num, int32_t index_num,
 
 /* ---------------------------------------------------------------- mapped memory */
 
+/* One past the last non-zero byte in [from, to), or `from` when all are zero. */
+int64_t mq_last_nonzero(const char *base, int64_t from, int64_t to) {
+    int64_t i = to;
+    while (i > from && (i & 7))
+        if (base[--i])
+            return i + 1;
+    while (i - 8 >= from) {
+        uint64_t word;
+        memcpy(&word, base + i - 8, 8);
+        if (word)
+            break;
+        i -= 8;
+    }
+    while (i > from)
+        if (base[--i])
+            return i + 1;
+    return from;
+}
+
+/* Zeroes [from, to): used to wipe the stale tail left by a truncation. */
+void mq_zero(char *base, int64_t from, int64_t to) {
+    if (to > from)
+        memset(base + from, 0, (size_t)(to - from));
+}
+
 /* msync(MS_SYNC) of [from, to) of a mapping; from is rounded down to a page. */
 int32_t mq_msync(char *base, int64_t from, int64_t to) {
     long page = sysconf(_SC_PAGESIZE);

@@ -139,6 +139,9 @@ int32_t mq_index_add(char *index_base, int32_t slot_num, int32_t index_num,
 int32_t mq_decode_many(const char *buf, int64_t buf_len, const int64_t *positions,
                        int32_t count, int32_t flags, int64_t *out, int64_t *reasons);
 
+int64_t mq_last_nonzero(const char *base, int64_t from, int64_t to);
+void mq_zero(char *base, int64_t from, int64_t to);
+
 int32_t mq_msync(char *base, int64_t from, int64_t to);
 int64_t mq_touch_pages(char *base, int64_t from, int64_t to, int64_t page_size);
 
