@@ -41,6 +41,17 @@ MAX_TOPIC_LENGTH = 127
 _QUEUE_ID_MAX = 2**31 - 1
 
 
+def _body_view(body) -> memoryview:
+    """A contiguous byte view of a non-bytes body; TypeError for anything else."""
+    try:
+        view = memoryview(body)
+    except TypeError:
+        raise TypeError(f"body must be bytes-like, got {type(body).__name__}") from None
+    if not view.c_contiguous:
+        raise TypeError("body must be a C-contiguous buffer (copy it with bytes(body))")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 class MessageStore:
     """A RocketMQ-format message store in one directory.
 
@@ -266,7 +277,7 @@ class MessageStore:
         if body.__class__ is bytes:
             body_len = len(body)
         else:
-            view = memoryview(body)
+            view = _body_view(body)
             body_len = view.nbytes
             body = ffi.from_buffer(view)
         if body_len > self._max_body:
@@ -385,10 +396,8 @@ class MessageStore:
         illegal = PutStatus.MESSAGE_ILLEGAL
         if topic_bytes is None:
             return PutBatchResult(illegal, error=self._topic_error(topic))
-        bodies = [msg.body for msg in msgs]
-        body_lens = array(
-            "i", [len(b) if type(b) is bytes else memoryview(b).nbytes for b in bodies]
-        )
+        bodies = [msg.body if msg.body.__class__ is bytes else _body_view(msg.body) for msg in msgs]
+        body_lens = array("i", [len(b) if b.__class__ is bytes else b.nbytes for b in bodies])
         props = [msg.encoded_properties() for msg in msgs]
         props_lens = array("i", map(len, props))
         if max(body_lens) > self.config.max_message_size:
