@@ -40,6 +40,7 @@ PUT_OK = PutStatus.PUT_OK
 class CommitLogRecovery:
     """What opening the CommitLog found: where the data ends and what was cut off."""
 
+    start_offset: int = 0
     end_offset: int = 0
     records_checked: int = 0
     bytes_truncated: int = 0
@@ -52,8 +53,9 @@ class FlushService:
     ms once `flush_commitlog_least_pages` dirty pages accumulated, and everything every
     `flush_commitlog_thorough_interval` ms (RocketMQ's FlushRealTimeService)."""
 
-    def __init__(self, queue: MappedFileQueue, config: StoreConfig) -> None:
-        self._queue = queue
+    def __init__(self, commitlog: CommitLog, config: StoreConfig) -> None:
+        self._commitlog = commitlog
+        self._queue = commitlog.queue
         self._config = config
         self._stop = threading.Event()
         self.flush_count = 0
@@ -66,13 +68,16 @@ class FlushService:
         last_thorough = time.monotonic() * 1000
         while not self._stop.wait(interval):
             now = time.monotonic() * 1000  # intervals run on real time, whatever the clock
-            least = config.flush_commitlog_least_pages
-            if now - last_thorough >= config.flush_commitlog_thorough_interval:
-                least, last_thorough = 0, now
             try:
+                if now - last_thorough >= config.flush_commitlog_thorough_interval:
+                    last_thorough = now
+                    before = self._queue.flushed_where
+                    self._commitlog.flush()
+                    self.flush_count += self._queue.flushed_where != before
+                    continue
                 for _ in range(len(self._queue.files) + 1):
                     before = self._queue.flushed_where
-                    done = self._queue.flush(least)
+                    done = self._queue.flush(config.flush_commitlog_least_pages)
                     if self._queue.flushed_where != before:
                         self.flush_count += 1
                     if done or self._queue.flushed_where == before:
@@ -99,13 +104,15 @@ class GroupCommitService:
     nobody waits on (WAIT=false).
     """
 
-    def __init__(self, queue: MappedFileQueue, config: StoreConfig) -> None:
-        self._queue = queue
+    def __init__(self, commitlog: CommitLog, config: StoreConfig) -> None:
+        self._commitlog = commitlog
+        self._queue = commitlog.queue
         self._timeout = config.sync_flush_timeout / 1000
         self._flush_lock = threading.Lock()
         self.flush_count = 0
         self._stop = threading.Event()
-        self._interval = config.flush_interval_commitlog / 1000
+        # RocketMQ's group commit thread loops every 10 ms; so does this safety net.
+        self._interval = 0.01
         self._thread = threading.Thread(target=self._run, name="mqstore-flush", daemon=True)
         self._thread.start()
 
@@ -119,7 +126,7 @@ class GroupCommitService:
             return False
         try:
             if queue.flushed_where < end_offset:
-                queue.flush_all()
+                self._commitlog.flush()
                 self.flush_count += 1
             return queue.flushed_where >= end_offset
         except MQStoreError:
@@ -134,7 +141,7 @@ class GroupCommitService:
             if queue.flushed_where < queue.max_offset():
                 with self._flush_lock:
                     try:
-                        queue.flush_all()
+                        self._commitlog.flush()
                     except MQStoreError:
                         log.exception("background CommitLog flush failed; will retry")
 
@@ -163,7 +170,9 @@ class CommitLog:
         self.queue = MappedFileQueue(
             os.path.join(store_path, "commitlog"), self.file_size, self._allocator, readonly
         )
-        self._lock = threading.Lock()
+        # Re-entrant, so close() from a signal handler that interrupted an append in
+        # this thread does not deadlock.
+        self._lock = threading.RLock()
         self._clock = config.clock
         # The hot path wants one C-level call for "now"; an injected clock is wrapped.
         self._time_ns = (
@@ -177,6 +186,10 @@ class CommitLog:
         self.queue_offsets: Dict[Tuple[str, int], int] = {}
         self._current: Optional[MappedFile] = None
         self._closed = False
+        #: store time of the last record appended (for the checkpoint)
+        self.last_store_timestamp = 0
+        #: the store's StoreCheckpoint; flushes covering everything advance its physic time
+        self.checkpoint = None
         self._ctx = ffi.new("mq_append_ctx *")
         self._ctx.file_size = self.file_size
         ffi.memmove(self._ctx.born_host, self.born_host, len(self.born_host))
@@ -206,7 +219,7 @@ class CommitLog:
         files = self.queue.files
         if from_file is None:
             from_file = max(0, len(files) - 3)
-        end = files[from_file].file_from_offset if files else 0
+        end = report.start_offset = files[from_file].file_from_offset if files else 0
         for index in range(from_file, len(files)):
             mapped = files[index]
             position, reason, checked = self._walk_file(mapped, flags)
@@ -265,9 +278,9 @@ class CommitLog:
         last = self.queue.last_file()
         self._set_current(last if last is not None and not last.is_full() else None)
         if self._sync:
-            self.flush_service = GroupCommitService(self.queue, self.config)
+            self.flush_service = GroupCommitService(self, self.config)
         else:
-            self.flush_service = FlushService(self.queue, self.config)
+            self.flush_service = FlushService(self, self.config)
 
     # -- appending ---------------------------------------------------------------
 
@@ -358,6 +371,7 @@ class CommitLog:
                     return outcome
                 mapped, position, size, store_host = outcome
             mapped.wrote_position = position + size
+            self.last_store_timestamp = now
             if queued:
                 self.queue_offsets[key] = queue_offset + 1
         offset = mapped.file_from_offset + position
@@ -514,6 +528,7 @@ class CommitLog:
                 mapped.wrote_position = self.file_size
                 mapped = None
             mapped.wrote_position = position + total
+            self.last_store_timestamp = now
             self.queue_offsets[key] = first_queue_offset + count
         start = mapped.file_from_offset + position
         offsets = [start]
@@ -597,8 +612,15 @@ class CommitLog:
     # -- flushing and closing ----------------------------------------------------
 
     def flush(self) -> int:
-        """Flush everything written; returns the flushed offset."""
+        """Flush everything written; returns the flushed offset. When that covered the
+        whole log, the checkpoint's physic time moves to the last record's store time."""
+        stamp = self.last_store_timestamp
+        target = self.queue.max_offset()
         self.queue.flush_all()
+        checkpoint = self.checkpoint
+        covered = self.queue.flushed_where >= target
+        if checkpoint is not None and covered and stamp > checkpoint.physic_msg_timestamp:
+            checkpoint.physic_msg_timestamp = stamp
         return self.queue.flushed_where
 
     def shutdown(self) -> None:

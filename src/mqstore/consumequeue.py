@@ -8,6 +8,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from typing import List, Optional, Tuple
 
 from ._native import ffi, lib
@@ -64,10 +65,12 @@ class ConsumeQueue:
         self.queue.truncate(end, wipe_to)
         self._refresh_max_physic_offset()
 
-    def truncate_to_commitlog(self, commitlog_end: int) -> None:
+    def truncate_to_commitlog(self, commitlog_end: int) -> bool:
         """Drop every unit pointing at or past `commitlog_end` (after the CommitLog was
         cut back there): from the last file backwards, a file whose first unit points
-        past the end goes; else the end moves after its last unit below it."""
+        past the end goes; else the end moves after its last unit below it. Returns
+        whether any unit was dropped."""
+        before = self.queue.max_offset()
         with self._lock:
             for mapped in reversed(list(self.queue.files)):
                 first_offset = self._unit_at(mapped, 0)[0] if mapped.wrote_position else -1
@@ -82,6 +85,7 @@ class ConsumeQueue:
                     self.queue.files.remove(mapped)
                     mapped.destroy()
             self._refresh_max_physic_offset()
+        return self.queue.max_offset() != before
 
     def _refresh_max_physic_offset(self) -> None:
         last = self.last_unit()
@@ -261,26 +265,40 @@ class FlushConsumeQueueService:
     `flush_consume_queue_least_pages` dirty pages accumulated, and everything every
     `flush_consume_queue_thorough_interval` ms (RocketMQ's FlushConsumeQueueService)."""
 
-    def __init__(self, queues, config) -> None:
+    def __init__(self, queues, config, dispatched_timestamp, on_full_flush) -> None:
         self._queues = queues  # callable returning the current queues
         self._config = config
+        self._dispatched_timestamp = dispatched_timestamp  # callable
+        self._on_full_flush = on_full_flush  # called with the timestamp after a full flush
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqstore-flush-cq", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         config = self._config
-        last_thorough = config.clock()
+        last_thorough = time.monotonic() * 1000
         while not self._stop.wait(config.flush_interval_consume_queue / 1000):
-            now = config.clock()
+            now = time.monotonic() * 1000
             least = config.flush_consume_queue_least_pages
-            if now - last_thorough >= config.flush_consume_queue_thorough_interval:
+            thorough = now - last_thorough >= config.flush_consume_queue_thorough_interval
+            if thorough:
                 least, last_thorough = 0, now
+            stamp = self._dispatched_timestamp()  # taken before flushing, as RocketMQ
+            failed = False
             for queue in self._queues():
                 try:
-                    queue.flush(least)
+                    if thorough:
+                        queue.flush_all()
+                    else:
+                        queue.flush(least)
                 except Exception:
+                    failed = True
                     log.exception("flush of ConsumeQueue %s/%d failed", queue.topic, queue.queue_id)
+            if thorough and not failed:
+                try:
+                    self._on_full_flush(stamp)
+                except Exception:
+                    log.exception("checkpoint update failed")
 
     def shutdown(self) -> None:
         self._stop.set()

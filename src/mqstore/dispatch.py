@@ -36,13 +36,19 @@ class Dispatcher:
         index_service,
         delay_levels_ms: List[int],
         readonly: bool = False,
+        flushed_only: bool = False,
     ) -> None:
         self.commitlog = commitlog
         self.consume_queue_for = consume_queue_for
         self.index_service = index_service
         self.delay_levels_ms = delay_levels_ms
         self.reput_from_offset = 0
+        #: SYNC_FLUSH: expose only flushed records, so no consumer acts on a message
+        #: a crash can still take back (RocketMQ 4 dispatches up to the written end).
+        self.flushed_only = flushed_only
         self.dispatched_records = 0
+        #: store time of the last record dispatched (for the checkpoint)
+        self.last_dispatched_timestamp = 0
         self.damaged_records = 0
         self.idle = False
         self._wake = threading.Event()
@@ -56,9 +62,15 @@ class Dispatcher:
 
     # -- the loop ------------------------------------------------------------------
 
+    def dispatch_limit(self) -> int:
+        """How far records may be dispatched: the written end, or the flushed one."""
+        if self.flushed_only:
+            return min(self.commitlog.queue.flushed_where, self.commitlog.max_offset())
+        return self.commitlog.max_offset()
+
     def behind(self) -> int:
-        """CommitLog bytes written but not dispatched yet."""
-        return max(0, self.commitlog.max_offset() - self.reput_from_offset)
+        """CommitLog bytes written (flushed, in SYNC_FLUSH) but not dispatched yet."""
+        return max(0, self.dispatch_limit() - self.reput_from_offset)
 
     def catch_up(self) -> None:
         """Dispatch everything written so far, in this thread."""
@@ -71,14 +83,15 @@ class Dispatcher:
         offset = self.reput_from_offset
         if offset < commitlog.min_offset():
             offset = self.reput_from_offset = commitlog.min_offset()
-        if offset >= commitlog.max_offset():
+        limit = self.dispatch_limit()
+        if offset >= limit:
             return False
         mapped = commitlog.queue.find_by_offset(offset)
         if mapped is None or not mapped.hold():
             return False
         try:
             position = offset - mapped.file_from_offset
-            readable = mapped.wrote_position
+            readable = min(mapped.wrote_position, limit - mapped.file_from_offset)
             out = self._out
             stop = out + _CHUNK * codec.FIELDS
             count = lib.mq_scan(
@@ -137,6 +150,7 @@ class Dispatcher:
         if self.index_service is not None:
             self.index_service.add(ptr, out, count)
         self.dispatched_records += count
+        self.last_dispatched_timestamp = out[(count - 1) * fields_per + codec.F_STORE_TIMESTAMP]
 
     def _schedule_tag_codes(self, ptr, out, start: int, end: int) -> None:
         """In SCHEDULE_TOPIC_XXXX the tag code is the delivery time: store time plus the

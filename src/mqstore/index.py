@@ -168,13 +168,13 @@ def _index_name(now_ms: int) -> str:
 class IndexService:
     """The index files of a store: built by the dispatcher (`add`), queried by key."""
 
-    def __init__(
-        self, store_path: str, slot_num: int, index_num: int, clock, readonly: bool = False
-    ) -> None:
+    def __init__(self, store_path: str, slot_num: int, index_num: int, clock,
+                 checkpoint=None, readonly: bool = False) -> None:
         self.directory = os.path.join(store_path, "index")
         self.slot_num = slot_num
         self.index_num = index_num
         self.clock = clock
+        self.checkpoint = checkpoint
         self.readonly = readonly
         self.files: List[IndexFile] = []
         self._lock = threading.RLock()
@@ -246,7 +246,10 @@ class IndexService:
                     return
                 if done < 0:
                     raise MQStoreError("invalid index configuration")
-                current.flush()  # RocketMQ flushes a full index file
+                current.flush()  # RocketMQ flushes a full index file ...
+                if self.checkpoint is not None:  # ... and checkpoints its end time
+                    self.checkpoint.index_msg_timestamp = current.header().end_timestamp
+                    self.checkpoint.flush()
                 self._new_file()
 
     def iter_offsets(self, topic: str, key: str, begin: int, end: int) -> Iterator[int]:

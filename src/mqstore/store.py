@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import threading
+import weakref
 from array import array
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import codec
 from ._native import ffi
-from .commitlog import CommitLog, CommitLogRecovery
-from .config import StoreConfig
+from .checkpoint import AbortFile, StoreCheckpoint
+from .commitlog import CommitLog
+from .config import SYNC_FLUSH, StoreConfig
 from .consumequeue import ConsumeQueue, FlushConsumeQueueService
 from .dispatch import Dispatcher
 from .errors import MQStoreError, StoreClosedError
@@ -32,6 +35,7 @@ from .message import (
     encode_properties,
 )
 from .reader import parse_tags, read_queue
+from .recovery import RecoveryReport, abnormal_start_file
 from .results import GetResult, PutBatchResult, PutResult, PutStatus
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,20 @@ log = logging.getLogger(__name__)
 TOPIC_PATTERN = re.compile(r"[%|a-zA-Z0-9_-]+")
 MAX_TOPIC_LENGTH = 127
 _QUEUE_ID_MAX = 2**31 - 1
+
+
+# Writable stores still open at interpreter exit are closed cleanly (checkpoint written,
+# abort file removed) before daemon threads stop.
+_open_stores: weakref.WeakSet[MessageStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    for store in list(_open_stores):
+        try:
+            store.close()
+        except Exception:  # exiting anyway; say why
+            log.exception("closing %s at exit failed", store.path)
 
 
 def _body_view(body) -> memoryview:
@@ -77,7 +95,7 @@ class MessageStore:
         self.config = config
         self.readonly = _readonly
         self._closed = True
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()
         self._topic_bytes: Dict[str, bytes] = {}
         self._lock: Optional[StoreLock] = None
         self._prepare_directory()
@@ -91,6 +109,7 @@ class MessageStore:
         self.commitlog: Optional[CommitLog] = None
         self.index: Optional[IndexService] = None
         self.dispatcher: Optional[Dispatcher] = None
+        self._abort: Optional[AbortFile] = None
         self._cq_flush: Optional[FlushConsumeQueueService] = None
         try:
             self._open()
@@ -104,52 +123,105 @@ class MessageStore:
     def _open(self) -> None:
         config = self.config
         readonly = self.readonly
+        self._abort = AbortFile(self.path)
+        self.checkpoint = StoreCheckpoint(os.path.join(self.path, "checkpoint"), readonly)
+        report = self.recovery = RecoveryReport(abnormal=self._abort.exists())
         self.commitlog = CommitLog(self.path, config, readonly=readonly)
+        self.commitlog.checkpoint = self.checkpoint
         self.commitlog.load()
         self._load_consume_queues()
         if config.message_index_enable:
-            self.index = IndexService(
-                self.path,
-                config.max_hash_slot_num,
-                config.max_index_num,
-                config.clock,
-                readonly=readonly,
-            )
+            self.index = IndexService(self.path, config.max_hash_slot_num, config.max_index_num,
+                                      config.clock, self.checkpoint, readonly=readonly)
             self.index.load()
+            if report.abnormal and not readonly:
+                # RocketMQ drops index files written after the checkpoint's index time
+                # (and rebuilds them by re-dispatching; a read-only store cannot).
+                report.index_files_dropped = self.index.delete_newer_than(
+                    self.checkpoint.index_msg_timestamp)
         for queue in self._consume_queues.values():
             queue.recover()
         max_cq_end = max((q.max_physic_offset for q in self._consume_queues.values()), default=-1)
-        self.recovery: CommitLogRecovery = self.commitlog.recover()
-        if self.recovery.bytes_truncated or self.recovery.files_deleted:
-            log.warning("opened %s: %s", self.path, self.recovery)
-        end = self.recovery.end_offset
+        start_file = None
+        if report.abnormal and self.commitlog.queue.files:
+            start_file = abnormal_start_file(self.commitlog, self.checkpoint.min_timestamp())
+        walk = self.commitlog.recover(start_file)
+        report.start_offset = walk.start_offset
+        report.end_offset, report.records_checked = walk.end_offset, walk.records_checked
+        report.bytes_truncated, report.files_deleted = walk.bytes_truncated, walk.files_deleted
+        report.stop_reason = walk.stop_reason
+        end = walk.end_offset
         if not self.commitlog.queue.files and not readonly:
             for queue in self._consume_queues.values():
                 queue.destroy()
         elif max_cq_end >= end:
             for queue in self._consume_queues.values():
-                queue.truncate_to_commitlog(end)
-        self.dispatcher = Dispatcher(
-            self.commitlog,
-            self.consume_queue,
-            self.index,
-            config.delay_levels_ms,
-            readonly=readonly,
-        )
+                if queue.truncate_to_commitlog(end):
+                    report.queues_truncated += 1
+        self.dispatcher = Dispatcher(self.commitlog, self.consume_queue, self.index,
+                                     config.delay_levels_ms, readonly=readonly,
+                                     flushed_only=config.flush_disk_type == SYNC_FLUSH)
         max_cq_end = max((q.max_physic_offset for q in self._consume_queues.values()), default=-1)
-        self.dispatcher.reput_from_offset = max(max_cq_end, self.commitlog.min_offset())
+        reput_from = max(max_cq_end, self.commitlog.min_offset())
+        if report.abnormal:
+            # Re-dispatch everything from the recovery start; queues and index skip
+            # what they already hold and fill what a crash took from them.
+            reput_from = min(reput_from, walk.start_offset)
+        self.dispatcher.reput_from_offset = reput_from
         if not readonly:
-            self.dispatcher.catch_up()
+            self._catch_up(report)
         min_offset = self.commitlog.min_offset()
         for (topic, queue_id), queue in self._consume_queues.items():
             self.commitlog.queue_offsets[(topic, queue_id)] = queue.max_offset()
             queue.correct_min_offset(min_offset)
+        if report.changed_anything or report.abnormal:
+            log.warning("%s: %s", self.path, report.summary())
+        else:
+            log.info("%s: %s", self.path, report.summary())
         self.commitlog.start()
         self._append = self._refuse_write if readonly else self.commitlog.append
         self._max_body = config.max_message_size
         if not readonly:
+            self._abort.create()
+            _open_stores.add(self)
             self.dispatcher.start()
-            self._cq_flush = FlushConsumeQueueService(self._consume_queues_snapshot, config)
+            self._cq_flush = FlushConsumeQueueService(
+                self._consume_queues_snapshot, config,
+                lambda: self.dispatcher.last_dispatched_timestamp, self._save_logics_checkpoint)
+
+    def _catch_up(self, report: RecoveryReport) -> None:
+        """Dispatch what the queues and index lack, saving progress in the checkpoint
+        at every CommitLog file boundary, so a process killed while recovering a
+        large log resumes near where it stopped instead of starting over."""
+        dispatcher = self.dispatcher
+        before = dispatcher.dispatched_records
+        file_size = self.commitlog.file_size
+        current_file = dispatcher.reput_from_offset // file_size
+        while dispatcher.do_reput():
+            if dispatcher.reput_from_offset // file_size != current_file:
+                current_file = dispatcher.reput_from_offset // file_size
+                if report.abnormal:
+                    self._save_progress()
+        report.records_dispatched = dispatcher.dispatched_records - before
+
+    def _save_progress(self) -> None:
+        """Flush CommitLog, queues and index, then record how far that covers."""
+        self.commitlog.flush()
+        for queue in self._consume_queues_snapshot():
+            queue.flush_all()
+        if self.index is not None:
+            self.index.flush()
+        stamp = self.dispatcher.last_dispatched_timestamp
+        if stamp > 0:
+            self.checkpoint.physic_msg_timestamp = max(self.checkpoint.physic_msg_timestamp, stamp)
+            self.checkpoint.logics_msg_timestamp = stamp
+            self.checkpoint.flush()
+
+    def _save_logics_checkpoint(self, dispatched_timestamp: int) -> None:
+        """After a full ConsumeQueue flush: record how far dispatch is on disk."""
+        if dispatched_timestamp > 0:
+            self.checkpoint.logics_msg_timestamp = dispatched_timestamp
+        self.checkpoint.flush()
 
     def _load_consume_queues(self) -> None:
         root = os.path.join(self.path, "consumequeue")
@@ -613,12 +685,16 @@ class MessageStore:
         return flushed
 
     def close(self) -> None:
-        """Dispatch what is left, flush everything, stop the services, unmap the files
-        and release the lock. Idempotent; safe to call from any thread."""
+        """Dispatch what is left, flush everything, write the checkpoint, remove the
+        abort file, stop the services, unmap the files and release the lock.
+
+        Idempotent, and safe from any thread, from a signal handler (a re-entrant call
+        returns at once) and from atexit (open stores are also closed at exit)."""
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
+            _open_stores.discard(self)
             try:
                 self._shutdown_parts()
             finally:
@@ -626,8 +702,10 @@ class MessageStore:
                     self._lock.release()
 
     def _shutdown_parts(self) -> None:
+        clean = False
         if self.dispatcher is not None and not self.readonly:
             self.dispatcher.shutdown()
+            clean = self.dispatcher.behind() == 0
         if self._cq_flush is not None:
             self._cq_flush.shutdown()
         if self.commitlog is not None:
@@ -638,6 +716,16 @@ class MessageStore:
             queue.shutdown()
         if self.index is not None:
             self.index.shutdown()
+        if self.readonly or self.commitlog is None or self.dispatcher is None:
+            return
+        checkpoint = self.checkpoint
+        if self.commitlog.last_store_timestamp:
+            checkpoint.physic_msg_timestamp = self.commitlog.last_store_timestamp
+        if self.dispatcher.last_dispatched_timestamp:
+            checkpoint.logics_msg_timestamp = self.dispatcher.last_dispatched_timestamp
+        checkpoint.flush()
+        if clean:
+            self._abort.remove()
 
     @property
     def closed(self) -> bool:
