@@ -257,9 +257,29 @@ class CommitLog:
         self.queue.flushed_where = self.queue.committed_where = end
         return report
 
-    def _walk_file(self, mapped: MappedFile, flags: int) -> Tuple[int, int, int]:
+    def follow(self) -> int:
+        """Read-only: take in what a live writer appended since the last look (new
+        records in the last file, new files). Returns the new end offset."""
+        queue = self.queue
+        end = queue.max_offset()
+        queue.map_new_files()
+        mapped = queue.find_by_offset(end)
+        while mapped is not None:
+            position, reason, _checked = self._walk_file(mapped, 0, end - mapped.file_from_offset)
+            if reason in (codec.STOP_BLANK, codec.STOP_END):
+                mapped.set_positions(self.file_size)
+                end = mapped.file_from_offset + self.file_size
+                mapped = queue.find_by_offset(end)
+                continue
+            mapped.set_positions(position)  # a record still being written stops the walk
+            break
+        files = queue.files
+        while len(files) > 1 and files[-1].wrote_position == 0 and not files[-2].is_full():
+            files.pop().shutdown()  # the writer's pre-allocated next file: not yet data
+        return queue.max_offset()
+
+    def _walk_file(self, mapped: MappedFile, flags: int, position: int = 0) -> Tuple[int, int, int]:
         """(stop position, stop reason, records checked) of a walk through one file."""
-        position = 0
         checked = 0
         out = ffi.new("int64_t[]", _SCAN_CHUNK * codec.FIELDS + 2)
         stop = out + _SCAN_CHUNK * codec.FIELDS

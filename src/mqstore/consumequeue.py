@@ -65,6 +65,19 @@ class ConsumeQueue:
         self.queue.truncate(end, wipe_to)
         self._refresh_max_physic_offset()
 
+    def follow(self) -> None:
+        """Read-only: take in units a live writer appended since the last look."""
+        self.queue.map_new_files()
+        files = self.queue.files
+        for index, mapped in enumerate(files):
+            if mapped.wrote_position >= self.file_size and index < len(files) - 1:
+                continue
+            valid = lib.mq_cq_valid_end(mapped.ptr, mapped.wrote_position, self.file_size, _I64_MAX)
+            mapped.set_positions(valid)
+            if valid < self.file_size:
+                break
+        self._refresh_max_physic_offset()
+
     def truncate_to_commitlog(self, commitlog_end: int) -> bool:
         """Drop every unit pointing at or past `commitlog_end` (after the CommitLog was
         cut back there): from the last file backwards, a file whose first unit points

@@ -195,6 +195,18 @@ class IndexService:
                 )
             )
 
+    def map_new_files(self) -> None:
+        """Read-only: map index files another process created since the last look."""
+        if not os.path.isdir(self.directory):
+            return
+        known = {os.path.basename(f.path) for f in self.files}
+        size = index_file_size(self.slot_num, self.index_num)
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name)
+            if name not in known and _NAME_RE.fullmatch(name) and os.path.getsize(path) == size:
+                self.files.append(IndexFile(path, self.slot_num, self.index_num,
+                                            readonly=self.readonly))
+
     def delete_newer_than(self, timestamp: int) -> List[str]:
         """Drop index files whose end timestamp is after `timestamp` (abnormal recovery)."""
         kept, dropped = [], []

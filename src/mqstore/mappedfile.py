@@ -341,6 +341,29 @@ class MappedFileQueue:
             raise
         self.files = files
 
+    def map_new_files(self) -> List[MappedFile]:
+        """Map files another process added after the last one known (a read-only queue
+        following a live writer). Files not yet at full size are left for later.
+        Returns the files added, with zero positions."""
+        if not os.path.isdir(self.store_path):
+            return []
+        last = self.last_file()
+        added = []
+        for name in sorted(os.listdir(self.store_path)):
+            if not _FILE_NAME_RE.fullmatch(name) or (last and int(name) <= last.file_from_offset):
+                continue
+            expected = (last.file_from_offset + self.mapped_file_size) if last else None
+            path = os.path.join(self.store_path, name)
+            if (expected is not None and int(name) != expected) or (
+                os.path.getsize(path) != self.mapped_file_size
+            ):
+                break
+            mapped = MappedFile(path, self.mapped_file_size, readonly=self.readonly)
+            self.files.append(mapped)
+            added.append(mapped)
+            last = mapped
+        return added
+
     def _drop_unreserved_last_file(self, path: str) -> bool:
         """A last file shorter than the file size holding only zeros is what a crash
         between creating and reserving a file leaves: delete it (RocketMQ 5 deletes a

@@ -43,7 +43,8 @@ class RecoveryReport:
                     or self.index_files_dropped)
 
     def summary(self) -> str:
-        kind = "after a crash" if self.abnormal else "after a clean shutdown"
+        kind = ("with the abort file present (a crash, or a writer still running)"
+                if self.abnormal else "after a clean shutdown")
         return (
             f"recovered {kind}: walked {self.records_checked} records from offset "
             f"{self.start_offset}, log ends at {self.end_offset} ({self.stop_reason or 'end'}); "

@@ -223,7 +223,7 @@ class MessageStore:
             self.checkpoint.logics_msg_timestamp = dispatched_timestamp
         self.checkpoint.flush()
 
-    def _load_consume_queues(self) -> None:
+    def _load_consume_queues(self, skip=frozenset()) -> None:
         root = os.path.join(self.path, "consumequeue")
         if not os.path.isdir(root):
             return
@@ -236,6 +236,8 @@ class MessageStore:
                     os.path.join(topic_dir, name)
                 ):
                     continue  # RocketMQ ignores queue directories that are not numbers
+                if (topic, int(name)) in skip:
+                    continue
                 queue = ConsumeQueue(
                     self.path,
                     topic,
@@ -661,6 +663,24 @@ class MessageStore:
         for topic, queue_id in sorted(self._consume_queues):
             result.setdefault(topic, []).append(queue_id)
         return result
+
+    def refresh(self) -> None:
+        """A read-only store: take in what a live writer appended since it was opened
+        (or since the last refresh): new CommitLog records and files, ConsumeQueue
+        units, queues and index files. A writable store is always current."""
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        if not self.readonly:
+            return
+        self.commitlog.follow()
+        for queue in list(self._consume_queues.values()):
+            queue.follow()
+        known = set(self._consume_queues)
+        self._load_consume_queues(skip=known)
+        for key in set(self._consume_queues) - known:
+            self._consume_queues[key].recover()
+        if self.index is not None:
+            self.index.map_new_files()
 
     def min_commitlog_offset(self) -> int:
         return self.commitlog.min_offset()
