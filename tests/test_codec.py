@@ -207,16 +207,49 @@ def test_java_hash_matches_reference(text):
 # ranges (E0, ED, F0, F4), overlong and out-of-range leads, stray continuations,
 # truncated sequences and well-formed text.
 utf8_edges = st.sampled_from(
-    [b"\x80", b"\xbf", b"\xc0", b"\xc1", b"\xc2", b"\xdf", b"\xe0", b"\xe0\x9f", b"\xe0\xa0",
-     b"\xe1", b"\xec", b"\xed", b"\xed\x9f", b"\xed\xa0", b"\xee", b"\xef", b"\xef\xbf",
-     b"\xf0", b"\xf0\x8f", b"\xf0\x90", b"\xf0\x9f\x98", b"\xf1", b"\xf3", b"\xf4",
-     b"\xf4\x8f", b"\xf4\x90", b"\xf5", b"\xf8", b"\xfe", b"\xff", b"\x00", b"a"]
+    [
+        b"\x80",
+        b"\xbf",
+        b"\xc0",
+        b"\xc1",
+        b"\xc2",
+        b"\xdf",
+        b"\xe0",
+        b"\xe0\x9f",
+        b"\xe0\xa0",
+        b"\xe1",
+        b"\xec",
+        b"\xed",
+        b"\xed\x9f",
+        b"\xed\xa0",
+        b"\xee",
+        b"\xef",
+        b"\xef\xbf",
+        b"\xf0",
+        b"\xf0\x8f",
+        b"\xf0\x90",
+        b"\xf0\x9f\x98",
+        b"\xf1",
+        b"\xf3",
+        b"\xf4",
+        b"\xf4\x8f",
+        b"\xf4\x90",
+        b"\xf5",
+        b"\xf8",
+        b"\xfe",
+        b"\xff",
+        b"\x00",
+        b"a",
+    ]
 )
 utf8_soup = st.one_of(
     st.binary(max_size=64),
     st.lists(
-        st.one_of(utf8_edges, st.binary(min_size=1, max_size=3), any_text.map(
-            lambda t: t.encode("utf-8", "surrogatepass"))),
+        st.one_of(
+            utf8_edges,
+            st.binary(min_size=1, max_size=3),
+            any_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+        ),
         max_size=30,
     ).map(b"".join),
 )
@@ -328,7 +361,10 @@ def test_hashmap_order_of_the_doc_example():
     # capacity 16; the 4.9.8 golden stores (all 822 records) show the table sized for
     # the entry count (capacity 8 for 4 entries), which is what hashmap_order emulates.
     assert hashmap_order(["TAGS", "KEYS", "WAIT", "UNIQ_KEY"]) == [
-        "UNIQ_KEY", "WAIT", "TAGS", "KEYS",
+        "UNIQ_KEY",
+        "WAIT",
+        "TAGS",
+        "KEYS",
     ]
 
 
@@ -390,16 +426,22 @@ def test_message_rejects_separator_or_empty_properties(properties):
     assert dict(msg.properties) == {}
 
 
-@pytest.mark.parametrize("kwargs", [{"tags": "a\x01b"}, {"tags": "a\x02"}, {"keys": "k\x02"},
-                                    {"keys": ["ok", "k\x01"]}, {"tags": ""}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"tags": "a\x01b"},
+        {"tags": "a\x02"},
+        {"keys": "k\x02"},
+        {"keys": ["ok", "k\x01"]},
+        {"tags": ""},
+    ],
+)
 def test_message_rejects_separator_in_tags_and_keys(kwargs):
     with pytest.raises(ValueError):
         Message("T", b"", **kwargs)
 
 
-@pytest.mark.parametrize(
-    "properties", [{"a": 1}, {1: "v"}, {"a": b"v"}, {"a": None}, {None: "v"}]
-)
+@pytest.mark.parametrize("properties", [{"a": 1}, {1: "v"}, {"a": b"v"}, {"a": None}, {None: "v"}])
 def test_message_rejects_non_str_properties(properties):
     with pytest.raises(TypeError):
         Message("T", b"", properties=properties)
@@ -487,8 +529,8 @@ def test_host_must_be_str():
         ("127.0.0.1:10911", "7f00000100002a9f"),
         ("0.0.0.0:0", "0000000000000000"),
         ("255.255.255.255:65535", "ffffffff0000ffff"),
-        ("[::1]:1", "00000000000000000000000000000001" "00000001"),
-        ("[2001:db8::ff]:10911", "20010db80000000000000000000000ff" "00002a9f"),
+        ("[::1]:1", "0000000000000000000000000000000100000001"),
+        ("[2001:db8::ff]:10911", "20010db80000000000000000000000ff00002a9f"),
     ],
 )
 def test_host_encoding(host, raw):
@@ -559,9 +601,10 @@ def test_record_round_trip_through_the_store(batch, reuse_topic):
             msg.topic = first
     config_store_host = "127.0.0.1:10911"
     expected_queue_offsets = {}
-    with tempfile.TemporaryDirectory() as tmp, small_store(
-        tmp, clock=lambda: FIXED_CLOCK_MS
-    ) as store:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        small_store(tmp, clock=lambda: FIXED_CLOCK_MS) as store,
+    ):
         stored = []
         for msg, body, queue_id in batch:
             expected_props = dict(msg.properties)
@@ -610,8 +653,11 @@ def test_record_round_trip_through_the_store(batch, reuse_topic):
             assert ext.magic_code == codec.MESSAGE_MAGIC_CODE
             assert ext.body_crc == reference_crc(body)
             size = codec.record_size(
-                len(body), len(topic_raw), len(props_raw),
-                v6_born=_is_v6(born_host), v6_store=_is_v6(store_host),
+                len(body),
+                len(topic_raw),
+                len(props_raw),
+                v6_born=_is_v6(born_host),
+                v6_store=_is_v6(store_host),
             )
             assert ext.store_size == size == result.store_size
             msg_id = offset_msg_id(encode_host(store_host), result.commitlog_offset)
@@ -631,21 +677,37 @@ def test_round_trip_survives_reopen(tmp_path):
     msgs = [
         Message("TopicA", b"", tags="TagA"),
         Message("TopicA", b"\x00" * 1999, keys=["k1", "k2"], born_host="[::1]:9"),
-        Message("TopicB", "é😀".encode(), properties={"地区": "华东 ☃"},
-                store_host="[2001:db8::2]:10911", flag=-1),
+        Message(
+            "TopicB",
+            "é😀".encode(),
+            properties={"地区": "华东 ☃"},
+            store_host="[2001:db8::2]:10911",
+            flag=-1,
+        ),
     ]
-    with small_store(tmp_path,
-                      clock=lambda: FIXED_CLOCK_MS) as store:
+    with small_store(tmp_path, clock=lambda: FIXED_CLOCK_MS) as store:
         results = [store.put(m, 1) for m in msgs]
         before = [store.look_by_offset(r.commitlog_offset) for r in results]
-    with small_store(tmp_path,
-                      clock=lambda: FIXED_CLOCK_MS) as store:
-        assert store.recovery.records_checked == 3
+    with small_store(tmp_path, clock=lambda: FIXED_CLOCK_MS) as store:
+        # After a clean shutdown the walk starts where the last dispatched record ends
+        # (that record is CRC-checked first), so it checks nothing more here.
+        assert not store.recovery.abnormal
+        assert (
+            store.recovery.start_offset
+            == store.recovery.end_offset
+            == results[-1].commitlog_offset + results[-1].store_size
+        )
         assert store.recovery.bytes_truncated == 0
         after = [store.look_by_offset(r.commitlog_offset) for r in results]
         for a, b, m in zip(before, after, msgs):
             assert (a.topic, a.body, dict(a.properties), a.sys_flag, a.msg_id, a.flag) == (
-                b.topic, b.body, dict(b.properties), b.sys_flag, b.msg_id, b.flag)
+                b.topic,
+                b.body,
+                dict(b.properties),
+                b.sys_flag,
+                b.msg_id,
+                b.flag,
+            )
             assert b.body == bytes(m.body)
         assert [a.queue_offset for a in after] == [0, 1, 0]
         assert after[1].sys_flag == codec.BORNHOST_V6_FLAG
@@ -680,8 +742,13 @@ def test_properties_size_limit(tmp_path):
 
 def test_scan_reports_tag_code_keys_and_uniq_key(tmp_path):
     with small_store(tmp_path) as store:
-        msg = Message("T", b"body", tags="tag😀", keys=["k1", "订单-1"],
-                      properties={"UNIQ_KEY": "0A0B0C0D" * 4})
+        msg = Message(
+            "T",
+            b"body",
+            tags="tag😀",
+            keys=["k1", "订单-1"],
+            properties={"UNIQ_KEY": "0A0B0C0D" * 4},
+        )
         result = store.put(msg)
         assert result.ok
     with open(tmp_path / "commitlog" / "00000000000000000000", "rb") as fh:
@@ -690,14 +757,17 @@ def test_scan_reports_tag_code_keys_and_uniq_key(tmp_path):
     fields, reason = codec.scan_one(data, len(data), 0, flags)
     assert reason == 0
     assert fields[codec.F_TAGS_CODE] == reference_java_hash("tag😀")
-    keys = data[fields[codec.F_KEYS_OFF]:fields[codec.F_KEYS_OFF] + fields[codec.F_KEYS_LEN]]
+    keys = data[fields[codec.F_KEYS_OFF] : fields[codec.F_KEYS_OFF] + fields[codec.F_KEYS_LEN]]
     assert keys.decode() == "k1 订单-1"
-    uniq = data[fields[codec.F_UNIQ_OFF]:fields[codec.F_UNIQ_OFF] + fields[codec.F_UNIQ_LEN]]
+    uniq = data[fields[codec.F_UNIQ_OFF] : fields[codec.F_UNIQ_OFF] + fields[codec.F_UNIQ_LEN]]
     assert uniq == b"0A0B0C0D" * 4
     # without SCAN_PROPERTIES the property slots stay empty
     fields, _ = codec.scan_one(data, len(data), 0)
     assert (fields[codec.F_TAGS_CODE], fields[codec.F_KEYS_OFF], fields[codec.F_UNIQ_OFF]) == (
-        0, -1, -1)
+        0,
+        -1,
+        -1,
+    )
 
 
 def test_scan_of_a_store_file_ends_at_zeros(tmp_path):
@@ -713,7 +783,10 @@ def test_scan_of_a_store_file_ends_at_zeros(tmp_path):
     assert not codec.is_error(result.stop_reason)
     limited = codec.scan(data, len(data), 0, 2)
     assert (limited.count, limited.stop_pos, limited.stop_reason) == (
-        2, sizes[0] + sizes[1], codec.STOP_LIMIT)
+        2,
+        sizes[0] + sizes[1],
+        codec.STOP_LIMIT,
+    )
 
 
 def test_scan_stops_at_blank_record(tmp_path):
@@ -747,13 +820,19 @@ def test_message_with_lone_surrogate_property_is_rejected(tmp_path):
 
 
 def test_look_by_offset_flags_ipv6_exactly():
-    with tempfile.TemporaryDirectory() as tmp, small_store(
-        tmp, clock=lambda: FIXED_CLOCK_MS, store_host="[fe80::1]:10911", born_host="10.0.0.1:1",
-    ) as store:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        small_store(
+            tmp,
+            clock=lambda: FIXED_CLOCK_MS,
+            store_host="[fe80::1]:10911",
+            born_host="10.0.0.1:1",
+        ) as store,
+    ):
         result = store.put(Message("T", b"v6"))
         ext = store.look_by_offset(result.commitlog_offset)
         assert ext.sys_flag == codec.STOREHOST_V6_FLAG
         assert ext.store_host == "[fe80::1]:10911"
         assert ext.born_host == "10.0.0.1:1"
-        assert ext.msg_id == "FE800000000000000000000000000001" "00002A9F" "0000000000000000"
+        assert ext.msg_id == "FE80000000000000000000000000000100002A9F0000000000000000"
         assert ext.store_size == codec.record_size(2, 1, 0, v6_store=True)

@@ -204,10 +204,12 @@ class CommitLog:
         """Map the existing files (StoreCorruptedError names a foreign or wrong-size one)."""
         self.queue.load()
 
-    def recover(self, from_file: Optional[int] = None) -> CommitLogRecovery:
+    def recover(self, from_file: Optional[int] = None, from_offset: Optional[int] = None
+                ) -> CommitLogRecovery:
         """Find the end of the log: walk records from file `from_file` (default: the
-        third-last file, RocketMQ's normal recovery), validating each (with CRC when
-        `check_crc_on_recover`), and end the log after the last valid record.
+        third-last file, RocketMQ's normal recovery), or from the record boundary
+        `from_offset`, validating each (with CRC when `check_crc_on_recover`), and end
+        the log after the last valid record.
 
         A damaged tail is truncated (reported, never silently dropped). Files after
         the damage are deleted only when nothing was ever written to them (RocketMQ's
@@ -217,12 +219,18 @@ class CommitLog:
         reason = codec.STOP_END
         flags = codec.SCAN_CHECK_CRC if self.config.check_crc_on_recover else 0
         files = self.queue.files
-        if from_file is None:
+        first_position = 0
+        if from_offset is not None and files:
+            from_file = (from_offset - files[0].file_from_offset) // self.file_size
+            first_position = from_offset - files[from_file].file_from_offset
+        elif from_file is None:
             from_file = max(0, len(files) - 3)
-        end = report.start_offset = files[from_file].file_from_offset if files else 0
+        end = report.start_offset = (files[from_file].file_from_offset + first_position
+                                     if files else 0)
         for index in range(from_file, len(files)):
             mapped = files[index]
-            position, reason, checked = self._walk_file(mapped, flags)
+            position, reason, checked = self._walk_file(
+                mapped, flags, first_position if index == from_file else 0)
             report.records_checked += checked
             if reason in (codec.STOP_BLANK, codec.STOP_END):
                 end = mapped.file_from_offset + self.file_size

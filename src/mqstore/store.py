@@ -142,10 +142,12 @@ class MessageStore:
         for queue in self._consume_queues.values():
             queue.recover()
         max_cq_end = max((q.max_physic_offset for q in self._consume_queues.values()), default=-1)
-        start_file = None
+        start_file = start_offset = None
         if report.abnormal and self.commitlog.queue.files:
             start_file = abnormal_start_file(self.commitlog, self.checkpoint.min_timestamp())
-        walk = self.commitlog.recover(start_file)
+        elif self.commitlog.queue.files:
+            start_offset = self._clean_end_hint(max_cq_end)
+        walk = self.commitlog.recover(start_file, start_offset)
         report.start_offset = walk.start_offset
         report.end_offset, report.records_checked = walk.end_offset, walk.records_checked
         report.bytes_truncated, report.files_deleted = walk.bytes_truncated, walk.files_deleted
@@ -188,6 +190,31 @@ class MessageStore:
             self._cq_flush = FlushConsumeQueueService(
                 self._consume_queues_snapshot, config,
                 lambda: self.dispatcher.last_dispatched_timestamp, self._save_logics_checkpoint)
+
+    def _clean_end_hint(self, max_cq_end: int) -> Optional[int]:
+        """After a clean shutdown every record up to the largest ConsumeQueue end was
+        dispatched (close removes the abort file only then), so the walk may start
+        there instead of re-reading the last three files: opening then costs a few
+        milliseconds, not a pass over up to 3 GiB. The hint is used only when the
+        record that ends there is intact (CRC included); otherwise, None: the normal
+        walk from the third-last file."""
+        if max_cq_end <= 0:
+            return None
+        queue = max(self._consume_queues.values(), key=lambda q: q.max_physic_offset)
+        last = queue.last_unit()
+        if last is None or last[0] + last[1] != max_cq_end:
+            return None
+        mapped = self.commitlog.queue.find_by_offset(last[0])
+        if mapped is None or mapped.file_from_offset > max_cq_end:
+            return None
+        fields, reason = codec.scan_one(mapped.ptr, self.commitlog.file_size,
+                                        last[0] - mapped.file_from_offset, codec.SCAN_CHECK_CRC)
+        if reason or fields[codec.F_TOTAL_SIZE] != last[1]:
+            return None
+        files = self.commitlog.queue.files
+        if len(files) >= 3 and mapped.file_from_offset < files[-3].file_from_offset:
+            return None  # the hint points further back than a normal walk would start
+        return max_cq_end
 
     def _catch_up(self, report: RecoveryReport) -> None:
         """Dispatch what the queues and index lack, saving progress in the checkpoint
