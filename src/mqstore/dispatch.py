@@ -22,6 +22,9 @@ _CHUNK = 2048  # records decoded per native scan call
 # cut single puts from ~700k/s to ~150k/s, and a 1 ms pause brought them back to
 # ~450k/s. A message put while the dispatcher is idle is still dispatched at once.
 _BUSY_PAUSE = 0.001
+# Only a round this large counts as "busy"; after a smaller one the dispatcher goes
+# back to waiting for a wake-up, so a lone message is visible within microseconds.
+_BUSY_ROUND = 32
 
 
 class Dispatcher:
@@ -179,7 +182,7 @@ class Dispatcher:
             try:
                 before = self.dispatched_records
                 if self.do_reput():
-                    if self.dispatched_records - before < _CHUNK:
+                    if _BUSY_ROUND <= self.dispatched_records - before < _CHUNK:
                         time.sleep(_BUSY_PAUSE)
                     continue
             except Exception:  # keep dispatching; the error is logged
