@@ -651,6 +651,11 @@ class CommitLog:
             checkpoint.physic_msg_timestamp = stamp
         return self.queue.flushed_where
 
+    def stop_appends(self) -> None:
+        """Refuse appends from now on (StoreClosedError); one in progress finishes."""
+        with self._lock:
+            self._closed = True
+
     def shutdown(self) -> None:
         """Stop the services, flush everything and unmap the files."""
         if self.flush_service is not None:

@@ -750,6 +750,8 @@ class MessageStore:
 
     def _shutdown_parts(self) -> None:
         clean = False
+        if self.commitlog is not None:
+            self.commitlog.stop_appends()  # so the dispatcher's catch-up below is final
         if self.dispatcher is not None and not self.readonly:
             self.dispatcher.shutdown()
             clean = self.dispatcher.behind() == 0
