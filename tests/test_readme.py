@@ -24,7 +24,8 @@ def test_readme_example_runs_as_written(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "[1, 2]" in done.stdout
-        assert "b'second'" in done.stdout
+        assert "GetStatus.FOUND [b'{\"id\": 1}']" in done.stdout
+        assert "[b'{\"id\": 1}', b'second', b'third']" in done.stdout
 
 
 def test_ci_runs_the_readme_commands():
