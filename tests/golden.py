@@ -27,7 +27,9 @@ GOLDEN_FILE_SIZE = 65536
 
 def require_golden() -> Path:
     if not GOLDEN_ROOT.is_dir():
-        pytest.skip(f"golden stores not found at {GOLDEN_ROOT} (shared/ must sit beside the project)")
+        pytest.skip(
+            f"golden stores not found at {GOLDEN_ROOT} (shared/ must sit beside the project)"
+        )
     return GOLDEN_ROOT
 
 
@@ -65,16 +67,19 @@ def decode_commitlog(case: str):
                 message = MessageExt._from_fields(ptr, result.fields, i)
                 base = i * codec.FIELDS
                 pos, size = result.fields[base], result.fields[base + 1]
-                records.append((message, data[pos:pos + size], start + pos))
+                records.append((message, data[pos : pos + size], start + pos))
             position = result.stop_pos
             if result.stop_reason == codec.STOP_LIMIT:
                 continue
             if result.stop_reason == codec.STOP_BLANK:
-                declared = int.from_bytes(data[position:position + 4], "big", signed=True)
+                declared = int.from_bytes(data[position : position + 4], "big", signed=True)
                 blanks.append((start + position, declared))
             else:
                 assert result.stop_reason == codec.STOP_ZERO, (
-                    path, position, codec.STOP_REASONS[result.stop_reason])
+                    path,
+                    position,
+                    codec.STOP_REASONS[result.stop_reason],
+                )
             break
     return records, blanks
 

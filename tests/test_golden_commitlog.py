@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from golden import (
     CASES,
     GOLDEN_CONFIG,
@@ -16,7 +17,6 @@ from golden import (
     manifest,
     summary,
 )
-
 from mqstore import Message, MessageStore, PutStatus, codec
 from mqstore._native import ffi, lib
 from mqstore.message import (

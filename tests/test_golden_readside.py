@@ -9,8 +9,8 @@ import shutil
 from collections import defaultdict
 
 import pytest
-from golden import CASES, GOLDEN_CONFIG, case_dir, copy_store, manifest, summary
 
+from golden import CASES, GOLDEN_CONFIG, case_dir, copy_store, manifest, summary
 from mqstore import MessageStore
 from mqstore.results import GetStatus
 
@@ -111,7 +111,9 @@ def test_rebuilt_consume_queues_are_byte_identical(case, tmp_path):
     ours = sorted(p.relative_to(ours_root) for p in ours_root.rglob("*") if p.is_file())
     assert ours == golden_files
     for relative in golden_files:
-        assert (ours_root / relative).read_bytes() == (golden_root / relative).read_bytes(), relative
+        assert (ours_root / relative).read_bytes() == (golden_root / relative).read_bytes(), (
+            relative
+        )
     assert store_path
 
 

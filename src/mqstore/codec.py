@@ -72,6 +72,7 @@ ERR_TOTAL_SIZE = lib.MQ_ERR_TOTAL_SIZE
 ERR_FIELD_LENGTH = lib.MQ_ERR_FIELD_LENGTH
 ERR_SIZE_MISMATCH = lib.MQ_ERR_SIZE_MISMATCH
 ERR_CRC = lib.MQ_ERR_CRC
+ERR_TORN = lib.MQ_ERR_TORN
 
 STOP_REASONS = {
     STOP_LIMIT: "record limit reached",
@@ -84,6 +85,7 @@ STOP_REASONS = {
     ERR_FIELD_LENGTH: "a length field is negative or points outside the record",
     ERR_SIZE_MISMATCH: "TOTALSIZE disagrees with the lengths inside the record",
     ERR_CRC: "body CRC mismatch",
+    ERR_TORN: "record ends in NUL: torn after its lengths were written",
 }
 
 ENC_NOSPACE = lib.MQ_ENC_NOSPACE

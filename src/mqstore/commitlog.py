@@ -204,14 +204,16 @@ class CommitLog:
         """Map the existing files (StoreCorruptedError names a foreign or wrong-size one)."""
         self.queue.load()
 
-    def recover(self, from_file: Optional[int] = None, from_offset: Optional[int] = None
-                ) -> CommitLogRecovery:
+    def recover(self, from_file: Optional[int] = None, from_offset: Optional[int] = None,
+                after_crash: bool = False) -> CommitLogRecovery:
         """Find the end of the log: walk records from file `from_file` (default: the
         third-last file, RocketMQ's normal recovery), or from the record boundary
         `from_offset`, validating each (with CRC when `check_crc_on_recover`), and end
         the log after the last valid record.
 
-        A damaged tail is truncated (reported, never silently dropped). Files after
+        A damaged tail is truncated (reported, never silently dropped); after a crash
+        (`after_crash`), so are records that follow zeroed bytes in the same file (a
+        lost page), so they cannot come back once new records fill the gap. Files after
         the damage are deleted only when nothing was ever written to them (RocketMQ's
         pre-allocated next file); otherwise StoreCorruptedError, and nothing is deleted.
         """
@@ -256,7 +258,8 @@ class CommitLog:
         if files:
             holder = self.queue.find_by_offset(end)
             wipe_to = None
-            if holder is not None and report.stop_reason and codec.is_error(reason):
+            damaged = codec.is_error(reason) or (after_crash and reason == codec.STOP_ZERO)
+            if holder is not None and report.stop_reason and damaged and not self.readonly:
                 position = end - holder.file_from_offset
                 wipe_to = holder.last_nonzero(position)
                 report.bytes_truncated = wipe_to - position

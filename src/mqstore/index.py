@@ -15,7 +15,7 @@ from typing import Iterator, List
 from . import codec
 from ._native import ffi, lib
 from .errors import MQStoreError, StoreCorruptedError
-from .mappedfile import MappedFile
+from .mappedfile import MappedFile, drop_unreserved_file
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,12 @@ class IndexService:
         with a foreign name or the wrong size)."""
         if not os.path.isdir(self.directory):
             return
-        for name in sorted(os.listdir(self.directory)):
+        names = sorted(os.listdir(self.directory))
+        size = index_file_size(self.slot_num, self.index_num)
+        if names and drop_unreserved_file(os.path.join(self.directory, names[-1]), size,
+                                          self.readonly):
+            names.pop()
+        for name in names:
             self.files.append(
                 IndexFile(
                     os.path.join(self.directory, name),

@@ -26,6 +26,31 @@ def file_name(offset: int) -> str:
     return f"{offset:020d}"
 
 
+def drop_unreserved_file(path: str, file_size: int, readonly: bool) -> bool:
+    """A newest file shorter than `file_size` holding only zeros is what a crash
+    between creating a file and reserving its blocks leaves: delete it (RocketMQ 5
+    deletes a zero-length last file; a read-only store just ignores it) and return
+    True. Anything else is left for loading to judge."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    if size >= file_size:
+        return False
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            if chunk.count(0) != len(chunk):
+                return False
+    log.warning("%s: %d of %d bytes, all zero: a file whose creation was cut short; %s",
+                path, size, file_size, "ignored (read-only)" if readonly else "deleted")
+    if not readonly:
+        os.unlink(path)
+    return True
+
+
 class MappedFile:
     """One file of a MappedFileQueue: `file_size` bytes, named by the offset of its
     first byte, mapped into memory.
@@ -306,7 +331,9 @@ class MappedFileQueue:
         if not os.path.isdir(self.store_path):
             return
         names = sorted(os.listdir(self.store_path))
-        if names and self._drop_unreserved_last_file(os.path.join(self.store_path, names[-1])):
+        if names and _FILE_NAME_RE.fullmatch(names[-1]) and drop_unreserved_file(
+            os.path.join(self.store_path, names[-1]), self.mapped_file_size, self.readonly
+        ):
             names.pop()
         files = []
         try:
@@ -363,34 +390,6 @@ class MappedFileQueue:
             added.append(mapped)
             last = mapped
         return added
-
-    def _drop_unreserved_last_file(self, path: str) -> bool:
-        """A last file shorter than the file size holding only zeros is what a crash
-        between creating and reserving a file leaves: delete it (RocketMQ 5 deletes a
-        zero-length last file) and report True. Anything else is left to load()."""
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            return False
-        if size >= self.mapped_file_size or not _FILE_NAME_RE.fullmatch(os.path.basename(path)):
-            return False
-        with open(path, "rb") as fh:
-            while True:
-                chunk = fh.read(1 << 20)
-                if not chunk:
-                    break
-                if chunk.count(0) != len(chunk):
-                    return False
-        log.warning(
-            "%s: %d of %d bytes, all zero: a file whose creation was cut short; %s",
-            path,
-            size,
-            self.mapped_file_size,
-            "ignored (read-only)" if self.readonly else "deleted",
-        )
-        if not self.readonly:
-            os.unlink(path)
-        return True
 
     # -- lookup ------------------------------------------------------------------
 

@@ -193,6 +193,11 @@ def _check_property(name, value) -> None:
                 f"property {name!r}: names and values must not contain \\x01 or \\x02 "
                 "(RocketMQ's separators)"
             )
+        if "\x00" in text:
+            raise ValueError(
+                f"property {name!r}: names and values must not contain NUL (recovery "
+                "takes a record ending in NUL for a torn write)"
+            )
 
 
 def _check_int(name: str, value, low: int, high: int) -> int:

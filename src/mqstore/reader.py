@@ -114,6 +114,12 @@ def read_queue(
             messages.append(message)
         if full:
             break
+        if (scanned == len(units) and len(messages) < count_limit and len(units) < window
+                and offset + len(units) < queue.file_end_offset(offset)):
+            # Units were skipped: read on (still within RocketMQ's window and this file).
+            more, _ = queue.read_units(offset + len(units),
+                                       min(window - len(units), count_limit - len(messages)))
+            units.extend(more)
     status = GetStatus.FOUND if messages else miss_status
     return GetResult(status, messages, offset + scanned, min_offset, max_offset)
 

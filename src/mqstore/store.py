@@ -147,7 +147,7 @@ class MessageStore:
             start_file = abnormal_start_file(self.commitlog, self.checkpoint.min_timestamp())
         elif self.commitlog.queue.files:
             start_offset = self._clean_end_hint(max_cq_end)
-        walk = self.commitlog.recover(start_file, start_offset)
+        walk = self.commitlog.recover(start_file, start_offset, after_crash=report.abnormal)
         report.start_offset = walk.start_offset
         report.end_offset, report.records_checked = walk.end_offset, walk.records_checked
         report.bytes_truncated, report.files_deleted = walk.bytes_truncated, walk.files_deleted
@@ -596,10 +596,12 @@ class MessageStore:
         """Block until the queue holds a message at `offset` (its max offset passed it)
         or `timeout` seconds pass; True when one is there. Woken by the dispatcher as
         soon as the unit lands, not by polling."""
-        queue = self.consume_queue(topic, queue_id)
-        if queue.max_offset() > offset or self.dispatcher is None or self.readonly:
-            return queue.max_offset() > offset
-        return self.dispatcher.wait_for_arrival(lambda: queue.max_offset() > offset, timeout)
+        def arrived() -> bool:
+            return self.max_offset(topic, queue_id) > offset  # creates no queue
+
+        if arrived() or self.dispatcher is None or self.readonly:
+            return arrived()
+        return self.dispatcher.wait_for_arrival(arrived, timeout)
 
     def query_by_key(
         self, topic: str, key: str, max_msgs: int = 32, begin: int = 0, end: Optional[int] = None

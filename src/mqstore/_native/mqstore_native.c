@@ -483,6 +483,24 @@ static int decode_one(const char *buf, int64_t buf_len, int64_t pos, int32_t fla
     int32_t body_crc = get32(r + 8);
     if ((flags & MQ_SCAN_CHECK_CRC) && body_len > 0 && mq_crc32(r + body_off, body_len) != body_crc)
         return MQ_ERR_CRC;
+    /* A record torn after its length fields were written ends in zeros that run on
+     * past it (BODYCRC does not cover topic and properties). So, with the CRC check:
+     * topic or properties text ending in NUL, followed by nothing or by zeros, is a
+     * torn record. mqstore never writes such text; a RocketMQ record whose property
+     * ends in NUL is still accepted when a record follows it. */
+    if ((flags & MQ_SCAN_CHECK_CRC) &&
+        ((props_len > 0 && r[props_off + props_len - 1] == 0) ||
+         (topic_len > 0 && r[topic_off + topic_len - 1] == 0))) {
+        int64_t after = rem - total;
+        int zeros_follow = 1;
+        for (int64_t i = 0; i < after && i < 8; i++)
+            if (r[total + i] != 0) {
+                zeros_follow = 0;
+                break;
+            }
+        if (zeros_follow)
+            return MQ_ERR_TORN;
+    }
 
     f[MQ_F_POS] = pos;
     f[MQ_F_TOTAL_SIZE] = total;

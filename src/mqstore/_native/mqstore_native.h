@@ -54,6 +54,7 @@
 #define MQ_ERR_FIELD_LENGTH 13
 #define MQ_ERR_SIZE_MISMATCH 14
 #define MQ_ERR_CRC 15
+#define MQ_ERR_TORN 16
 
 /* Negative results of the encoders. */
 #define MQ_ENC_NOSPACE -1
