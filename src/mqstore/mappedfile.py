@@ -461,9 +461,11 @@ class MappedFileQueue:
         return self.flushed_where >= self.max_offset()
 
     def flush_all(self) -> None:
-        """Flush everything written, across file boundaries."""
+        """Flush what was written when the call began, across file boundaries (not
+        what arrives meanwhile: a group-commit leader must not chase new appends)."""
+        target = self.max_offset()
         for _ in range(len(self.files) + 1):
-            if self.flush(0):
+            if self.flush(0) or self.flushed_where >= target:
                 return
 
     # -- truncation and deletion ---------------------------------------------------

@@ -517,11 +517,11 @@ class MessageStore:
                 error=f"batch is {total} bytes encoded, more than max_message_size "
                 f"{self.config.max_message_size}",
             )
-        for msg in msgs:
-            if msg.sys_flag & codec.TRANSACTION_TYPE_MASK:
-                return PutBatchResult(illegal, error="a batch cannot carry a transaction type")
-            if msg.delay_level > 0:
-                return PutBatchResult(illegal, error="a batch cannot carry a delay level")
+        if any(msg.sys_flag & codec.TRANSACTION_TYPE_MASK for msg in msgs):
+            return PutBatchResult(illegal, error="a batch cannot carry a transaction type")
+        if any(PROPERTY_DELAY_TIME_LEVEL in msg._props() and msg.delay_level > 0
+               for msg in msgs):
+            return PutBatchResult(illegal, error="a batch cannot carry a delay level")
         result = self.commitlog.append_batch(
             topic,
             topic_bytes,
