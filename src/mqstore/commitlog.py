@@ -96,19 +96,21 @@ class FlushService:
 class GroupCommitService:
     """SYNC_FLUSH group commit: a putter waits until one flush covers its record.
 
-    The first waiter to get the flush lock flushes everything written so far, which
-    covers every putter that appended before it started; those waiting behind it find
-    their record already flushed. So N concurrent putters cost about one msync per
-    round, and a lone putter pays exactly one msync, with no thread hand-off.
-    A background thread also flushes every `flush_interval_commitlog` ms, for records
-    nobody waits on (WAIT=false).
+    When no flush is running, the first waiter becomes the leader and flushes
+    everything written so far, outside the condition's lock; every putter that
+    appended before it started is covered. When it finishes, all waiters wake at once
+    (notify_all) and either find their record flushed or elect the next leader. So N
+    concurrent putters cost about one msync per round, and a lone putter pays exactly
+    one msync with no thread hand-off. A background thread also flushes every 10 ms,
+    for records nobody waits on (WAIT=false).
     """
 
     def __init__(self, commitlog: CommitLog, config: StoreConfig) -> None:
         self._commitlog = commitlog
         self._queue = commitlog.queue
         self._timeout = config.sync_flush_timeout / 1000
-        self._flush_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._flushing = False
         self.flush_count = 0
         self._stop = threading.Event()
         # RocketMQ's group commit thread loops every 10 ms; so does this safety net.
@@ -116,34 +118,50 @@ class GroupCommitService:
         self._thread = threading.Thread(target=self._run, name="mqstore-flush", daemon=True)
         self._thread.start()
 
+    def _lead(self) -> bool:
+        """Flush as leader (called holding the condition, which it releases while
+        flushing); False when the flush failed (logged)."""
+        self._flushing = True
+        self._cond.release()
+        try:
+            self._commitlog.flush()
+            ok = True
+        except MQStoreError:
+            log.exception("group commit flush failed")
+            ok = False
+        finally:
+            self._cond.acquire()
+            self._flushing = False
+            self.flush_count += 1
+            self._cond.notify_all()
+        return ok
+
     def wait_for_flush(self, end_offset: int) -> bool:
         """True once [.., end_offset) is on disk; False after `sync_flush_timeout` or
         when the flush failed (logged)."""
         queue = self._queue
         if queue.flushed_where >= end_offset:
             return True
-        if not self._flush_lock.acquire(timeout=self._timeout):
-            return False
-        try:
-            if queue.flushed_where < end_offset:
-                self._commitlog.flush()
-                self.flush_count += 1
-            return queue.flushed_where >= end_offset
-        except MQStoreError:
-            log.exception("group commit flush failed")
-            return False
-        finally:
-            self._flush_lock.release()
+        deadline = time.monotonic() + self._timeout
+        with self._cond:
+            while queue.flushed_where < end_offset:
+                if not self._flushing:
+                    if not self._lead():
+                        return False
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             queue = self._queue
             if queue.flushed_where < queue.max_offset():
-                with self._flush_lock:
-                    try:
-                        self._commitlog.flush()
-                    except MQStoreError:
-                        log.exception("background CommitLog flush failed; will retry")
+                with self._cond:
+                    if not self._flushing:
+                        self._lead()
 
     def shutdown(self) -> None:
         self._stop.set()
