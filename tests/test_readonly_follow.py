@@ -91,3 +91,36 @@ def test_reader_follows_a_writer_in_another_process(tmp_path):
         child.stdin.write("stop\n")
         child.stdin.flush()
         assert child.wait(timeout=30) == 0
+
+
+def test_a_bare_commitlog_is_served_from_queues_rebuilt_in_memory(tmp_path):
+    """open_readonly of a directory holding only a CommitLog (copied from a RocketMQ
+    broker here) rebuilds ConsumeQueues and index in memory and writes nothing."""
+    import hashlib
+    import os
+    import shutil
+
+    from golden import GOLDEN_CONFIG, case_dir, manifest
+
+    shutil.copytree(case_dir("basic") / "store" / "commitlog", tmp_path / "commitlog")
+
+    def snapshot():
+        return {(root, name): hashlib.sha256(open(os.path.join(root, name), "rb").read()).digest()
+                for root, _dirs, names in os.walk(tmp_path) for name in names}
+
+    before = snapshot()
+    store = MessageStore.open_readonly(tmp_path, **GOLDEN_CONFIG)
+    try:
+        assert store.in_memory and store.recovery.records_dispatched == 620
+        rows = [row for row in manifest("basic") if row["inConsumeQueue"]]
+        for row in rows:
+            got = store.get(row["topic"], row["queueId"], row["queueOffset"], 1)
+            assert [m.commitlog_offset for m in got.messages] == [row["commitLogOffset"]]
+            if row["keys"]:
+                key = row["keys"].split(" ")[0]
+                found = store.query_by_key(row["topic"], key, 64)
+                assert row["commitLogOffset"] in [m.commitlog_offset for m in found]
+    finally:
+        store.close()
+    assert snapshot() == before
+    assert sorted(os.listdir(tmp_path)) == ["commitlog"]

@@ -26,15 +26,15 @@ class ConsumeQueue:
     """The units of one queue. Appends come from the dispatcher thread only; readers
     read below the published write position without a lock."""
 
-    def __init__(
-        self, store_path: str, topic: str, queue_id: int, file_size: int, readonly: bool = False
-    ) -> None:
+    def __init__(self, store_path: str, topic: str, queue_id: int, file_size: int,
+                 readonly: bool = False, in_memory: bool = False) -> None:
         self.topic = topic
         self.queue_id = queue_id
         self.file_size = file_size
         self.units_per_file = file_size // CQ_STORE_UNIT_SIZE
         directory = os.path.join(store_path, "consumequeue", topic, str(queue_id))
-        self.queue = MappedFileQueue(directory, file_size, readonly=readonly)
+        self.queue = MappedFileQueue(directory, file_size, readonly=readonly,
+                                     in_memory=in_memory)
         #: one past the CommitLog bytes of the last unit (duplicate detection)
         self.max_physic_offset = -1
         self.min_logic_offset = 0

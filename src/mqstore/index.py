@@ -73,6 +73,7 @@ class IndexFile:
         *,
         create: bool = False,
         readonly: bool = False,
+        in_memory: bool = False,
     ) -> None:
         if not _NAME_RE.fullmatch(os.path.basename(path)):
             raise StoreCorruptedError(
@@ -82,9 +83,8 @@ class IndexFile:
         self.slot_num = slot_num
         self.index_num = index_num
         self.file_size = index_file_size(slot_num, index_num)
-        self._mapped = MappedFile(
-            path, self.file_size, create=create, readonly=readonly, offset_name=False
-        )
+        self._mapped = MappedFile(path, self.file_size, create=create, readonly=readonly,
+                                  offset_name=False, in_memory=in_memory)
         self.readonly = readonly
         self.ptr = self._mapped.ptr
 
@@ -147,7 +147,7 @@ class IndexFile:
 
     def flush(self) -> None:
         """msync the whole file (index writes land all over it)."""
-        if self.readonly or self._mapped.is_closed:
+        if self.readonly or self._mapped.is_closed or self._mapped.in_memory:
             return
         rc = lib.mq_msync(self.ptr, 0, self.file_size)
         if rc != 0:
@@ -169,13 +169,15 @@ class IndexService:
     """The index files of a store: built by the dispatcher (`add`), queried by key."""
 
     def __init__(self, store_path: str, slot_num: int, index_num: int, clock,
-                 checkpoint=None, readonly: bool = False) -> None:
+                 checkpoint=None, readonly: bool = False, in_memory: bool = False) -> None:
         self.directory = os.path.join(store_path, "index")
         self.slot_num = slot_num
         self.index_num = index_num
         self.clock = clock
         self.checkpoint = checkpoint
         self.readonly = readonly
+        #: files in anonymous memory (a read-only store rebuilding its index)
+        self.in_memory = in_memory
         self.files: List[IndexFile] = []
         self._lock = threading.RLock()
         self._resume = ffi.new("int32_t[2]")
@@ -183,7 +185,7 @@ class IndexService:
     def load(self) -> None:
         """Map the existing index files in name order (StoreCorruptedError names a file
         with a foreign name or the wrong size)."""
-        if not os.path.isdir(self.directory):
+        if self.in_memory or not os.path.isdir(self.directory):
             return
         names = sorted(os.listdir(self.directory))
         size = index_file_size(self.slot_num, self.index_num)
@@ -202,7 +204,7 @@ class IndexService:
 
     def map_new_files(self) -> None:
         """Read-only: map index files another process created since the last look."""
-        if not os.path.isdir(self.directory):
+        if self.in_memory or not os.path.isdir(self.directory):
             return
         known = {os.path.basename(f.path) for f in self.files}
         size = index_file_size(self.slot_num, self.index_num)
@@ -234,15 +236,16 @@ class IndexService:
     def _new_file(self) -> IndexFile:
         if self.readonly:
             raise MQStoreError("index is read-only")
-        os.makedirs(self.directory, exist_ok=True)
+        if not self.in_memory:
+            os.makedirs(self.directory, exist_ok=True)
         now = self.clock()
         name = _index_name(now)
         while self.files and name <= os.path.basename(self.files[-1].path):
             now += 1
             name = _index_name(now)
-        index_file = IndexFile(
-            os.path.join(self.directory, name), self.slot_num, self.index_num, create=True
-        )
+        index_file = IndexFile(os.path.join(self.directory, name), self.slot_num,
+                               self.index_num, create=not self.in_memory,
+                               in_memory=self.in_memory)
         if self.files:
             index_file.init_from_previous(self.files[-1].header())
         self.files.append(index_file)

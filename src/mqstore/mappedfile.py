@@ -70,6 +70,7 @@ class MappedFile:
         create: bool = False,
         readonly: bool = False,
         offset_name: bool = True,
+        in_memory: bool = False,
     ) -> None:
         name = os.path.basename(path)
         if offset_name and not _FILE_NAME_RE.fullmatch(name):
@@ -86,7 +87,13 @@ class MappedFile:
         self._refs = 1
         self._available = True
         self._ref_lock = threading.Lock()
-        self._mmap, self.ptr = self._map(create)
+        #: anonymous memory, not a file: a read-only store's rebuilt queues and index
+        self.in_memory = in_memory
+        if in_memory:
+            self._mmap = mmap.mmap(-1, file_size)
+            self.ptr = ffi.from_buffer("char[]", self._mmap, require_writable=True)
+        else:
+            self._mmap, self.ptr = self._map(create)
 
     def _map(self, create: bool):
         if create:
@@ -149,6 +156,9 @@ class MappedFile:
         """msync what was written since the last flush, if at least `least_pages` dirty
         pages accumulated (any amount when 0, everything when the file is full).
         Returns the flushed position."""
+        if self.in_memory:
+            self.flushed_position = self.wrote_position
+            return self.flushed_position
         wrote = self.wrote_position
         flushed = self.flushed_position
         if (
@@ -217,6 +227,8 @@ class MappedFile:
     def destroy(self) -> None:
         """Unmap (once readers are done) and delete the file."""
         self.shutdown()
+        if self.in_memory:
+            return
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -315,11 +327,13 @@ class MappedFileQueue:
         mapped_file_size: int,
         allocator: Optional[AllocateMappedFileService] = None,
         readonly: bool = False,
+        in_memory: bool = False,
     ) -> None:
         self.store_path = store_path
         self.mapped_file_size = mapped_file_size
         self.allocator = allocator
         self.readonly = readonly
+        self.in_memory = in_memory
         self.files: List[MappedFile] = []
         self.flushed_where = 0
         self.committed_where = 0
@@ -328,7 +342,7 @@ class MappedFileQueue:
         """Map every existing file, in name order; every one is marked full until
         recovery sets the real positions. Raises StoreCorruptedError naming a file
         whose name is not a 20-digit offset or whose size is wrong, or a gap."""
-        if not os.path.isdir(self.store_path):
+        if self.in_memory or not os.path.isdir(self.store_path):
             return
         names = sorted(os.listdir(self.store_path))
         if names and _FILE_NAME_RE.fullmatch(names[-1]) and drop_unreserved_file(
@@ -434,8 +448,14 @@ class MappedFileQueue:
         size = self.mapped_file_size
         last = self.last_file()
         start = last.file_from_offset + size if last else start_offset - start_offset % size
-        os.makedirs(self.store_path, exist_ok=True)
         path = os.path.join(self.store_path, file_name(start))
+        if self.in_memory:
+            mapped = MappedFile(path, size, in_memory=True)
+            if not self.files:
+                self.flushed_where = self.committed_where = start
+            self.files.append(mapped)
+            return mapped
+        os.makedirs(self.store_path, exist_ok=True)
         if self.allocator is not None:
             mapped = self.allocator.take(path, size)
             self.allocator.prepare(os.path.join(self.store_path, file_name(start + size)), size)

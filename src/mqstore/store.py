@@ -111,6 +111,7 @@ class MessageStore:
         self.dispatcher: Optional[Dispatcher] = None
         self._abort: Optional[AbortFile] = None
         self._cq_flush: Optional[FlushConsumeQueueService] = None
+        self.in_memory = False
         try:
             self._open()
         except BaseException:
@@ -129,10 +130,15 @@ class MessageStore:
         self.commitlog = CommitLog(self.path, config, readonly=readonly)
         self.commitlog.checkpoint = self.checkpoint
         self.commitlog.load()
+        # A read-only store of a directory without ConsumeQueues (a copied CommitLog)
+        # rebuilds queues and index in anonymous memory; it still writes nothing.
+        self.in_memory = readonly and not os.path.isdir(os.path.join(self.path, "consumequeue"))
         self._load_consume_queues()
         if config.message_index_enable:
             self.index = IndexService(self.path, config.max_hash_slot_num, config.max_index_num,
-                                      config.clock, self.checkpoint, readonly=readonly)
+                                      config.clock, self.checkpoint,
+                                      readonly=readonly and not self.in_memory,
+                                      in_memory=self.in_memory)
             self.index.load()
             if report.abnormal and not readonly:
                 # RocketMQ drops index files written after the checkpoint's index time
@@ -172,6 +178,10 @@ class MessageStore:
         self.dispatcher.reput_from_offset = reput_from
         if not readonly:
             self._catch_up(report)
+        elif self.in_memory:
+            before = self.dispatcher.dispatched_records
+            self.dispatcher.catch_up()
+            report.records_dispatched = self.dispatcher.dispatched_records - before
         min_offset = self.commitlog.min_offset()
         for (topic, queue_id), queue in self._consume_queues.items():
             self.commitlog.queue_offsets[(topic, queue_id)] = queue.max_offset()
@@ -287,7 +297,8 @@ class MessageStore:
                         topic,
                         queue_id,
                         self.config.mapped_file_size_consume_queue,
-                        self.readonly,
+                        self.readonly and not self.in_memory,
+                        in_memory=self.in_memory,
                     )
                     self._consume_queues[(topic, queue_id)] = queue
         return queue
@@ -702,6 +713,9 @@ class MessageStore:
         if not self.readonly:
             return
         self.commitlog.follow()
+        if self.in_memory:
+            self.dispatcher.catch_up()
+            return
         for queue in list(self._consume_queues.values()):
             queue.follow()
         known = set(self._consume_queues)
