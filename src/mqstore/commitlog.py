@@ -452,51 +452,46 @@ class CommitLog:
         born_host, store_host = hosts or (None, None)
         born_host = born_host or self.born_host
         store_host = store_host or self.store_host
+
+        def encode(mapped: MappedFile, position: int) -> int:
+            return lib.mq_encode_record(
+                mapped.ptr, position, self.file_size, mapped.file_from_offset + position,
+                body, body_len, topic_bytes, len(topic_bytes), props, len(props), queue_id,
+                flag, queue_offset, sys_flag, born_timestamp, born_host, len(born_host), now,
+                store_host, len(store_host), reconsume_times, prepared_offset,
+            )
+
+        try:
+            mapped, position, size = self._place(encode)
+        except DiskFullError as exc:
+            return PutResult.failed(PutStatus.CREATE_MAPPED_FILE_FAILED, str(exc), queue_id)
+        if size > 0:
+            return mapped, position, size, store_host
+        return PutResult.failed(PutStatus.MESSAGE_ILLEGAL, self._refusal("record", size), queue_id)
+
+    def _place(self, encode) -> Tuple[Optional[MappedFile], int, int]:
+        """Run `encode(mapped, position)` at the end of the current file; when it does
+        not fit, close the file with RocketMQ's blank record and run it again at the
+        start of the next one. Returns (file, position, size or an ENC_* code).
+        Raises DiskFullError when the next file cannot be created."""
         mapped = self._current
+        size = codec.ENC_NOSPACE
         for _attempt in range(2):
             if mapped is None:
-                try:
-                    mapped = self._roll()
-                except DiskFullError as exc:
-                    return PutResult.failed(PutStatus.CREATE_MAPPED_FILE_FAILED, str(exc), queue_id)
+                mapped = self._roll()
             position = mapped.wrote_position
-            size = lib.mq_encode_record(
-                mapped.ptr,
-                position,
-                self.file_size,
-                mapped.file_from_offset + position,
-                body,
-                body_len,
-                topic_bytes,
-                len(topic_bytes),
-                props,
-                len(props),
-                queue_id,
-                flag,
-                queue_offset,
-                sys_flag,
-                born_timestamp,
-                born_host,
-                len(born_host),
-                now,
-                store_host,
-                len(store_host),
-                reconsume_times,
-                prepared_offset,
-            )
-            if size > 0:
-                return mapped, position, size, store_host
+            size = encode(mapped, position)
             if size != codec.ENC_NOSPACE:
-                break
+                return mapped, position, size
             lib.mq_write_blank(mapped.ptr, position, self.file_size)
             mapped.wrote_position = self.file_size
             mapped = None
-        reason = (
-            f"record does not fit in a CommitLog file of {self.file_size} bytes"
-            if size == codec.ENC_TOOBIG
-            else "invalid record lengths"
-        )
-        return PutResult.failed(PutStatus.MESSAGE_ILLEGAL, reason, queue_id)
+        return None, 0, size
+
+    def _refusal(self, what: str, code: int) -> str:
+        if code == codec.ENC_TOOBIG:
+            return f"{what} does not fit in a CommitLog file of {self.file_size} bytes"
+        return "invalid record lengths"
 
     def append_batch(
         self,
@@ -531,51 +526,24 @@ class CommitLog:
                 raise StoreClosedError("the CommitLog is closed")
             now = self._time_ns() // 1_000_000
             first_queue_offset = self.queue_offsets.get(key, 0)
-            mapped = self._current
-            for _attempt in range(2):
-                if mapped is None:
-                    try:
-                        mapped = self._roll()
-                    except DiskFullError as exc:
-                        return PutBatchResult(PutStatus.CREATE_MAPPED_FILE_FAILED, error=str(exc))
-                position = mapped.wrote_position
-                total = lib.mq_encode_batch(
-                    mapped.ptr,
-                    position,
-                    self.file_size,
-                    mapped.file_from_offset + position,
-                    count,
-                    c_bodies,
-                    c_body_lens,
-                    c_props,
-                    c_props_lens,
-                    c_flags,
-                    topic_bytes,
-                    len(topic_bytes),
-                    queue_id,
-                    first_queue_offset,
-                    sys_flag,
-                    now if born_timestamp is None else born_timestamp,
-                    born_host,
-                    len(born_host),
-                    now,
-                    store_host,
-                    len(store_host),
-                    reconsume_times,
-                    c_sizes,
+            born = now if born_timestamp is None else born_timestamp
+
+            def encode(mapped: MappedFile, position: int) -> int:
+                return lib.mq_encode_batch(
+                    mapped.ptr, position, self.file_size, mapped.file_from_offset + position,
+                    count, c_bodies, c_body_lens, c_props, c_props_lens, c_flags,
+                    topic_bytes, len(topic_bytes), queue_id, first_queue_offset, sys_flag,
+                    born, born_host, len(born_host), now, store_host, len(store_host),
+                    reconsume_times, c_sizes,
                 )
-                if total > 0:
-                    break
-                if total != codec.ENC_NOSPACE:
-                    return PutBatchResult(
-                        PutStatus.MESSAGE_ILLEGAL,
-                        error=f"batch does not fit in a CommitLog file of {self.file_size} bytes"
-                        if total == codec.ENC_TOOBIG
-                        else "invalid record lengths",
-                    )
-                lib.mq_write_blank(mapped.ptr, position, self.file_size)
-                mapped.wrote_position = self.file_size
-                mapped = None
+
+            try:
+                mapped, position, total = self._place(encode)
+            except DiskFullError as exc:
+                return PutBatchResult(PutStatus.CREATE_MAPPED_FILE_FAILED, error=str(exc))
+            if total <= 0:
+                return PutBatchResult(PutStatus.MESSAGE_ILLEGAL,
+                                      error=self._refusal("batch", total))
             mapped.wrote_position = position + total
             self.last_store_timestamp = now
             self.queue_offsets[key] = first_queue_offset + count
