@@ -124,3 +124,29 @@ def test_a_bare_commitlog_is_served_from_queues_rebuilt_in_memory(tmp_path):
         store.close()
     assert snapshot() == before
     assert sorted(os.listdir(tmp_path)) == ["commitlog"]
+
+
+def test_read_only_queues_and_index_refuse_writes_instead_of_crashing(tmp_path):
+    """A read-only store maps its files PROT_READ, where a write would be a segfault:
+    CI once hit one, when a writer created consumequeue/ between the read-only store
+    deciding to rebuild in memory and loading the queues from disk. Both the decision
+    (taken once) and this guard now stand in the way."""
+    import pytest
+
+    from mqstore import MQStoreError
+    from mqstore._native import ffi
+
+    with MessageStore(tmp_path, **SMALL) as writer:
+        writer.put(Message("T", b"x", keys="k"))
+    reader = MessageStore.open_readonly(tmp_path, **SMALL)
+    try:
+        assert not reader.in_memory
+        queue = reader.consume_queue("T", 0)
+        fields = ffi.new("int64_t[]", 64)
+        with pytest.raises(MQStoreError, match="read-only"):
+            queue.put_units(fields, 1, 1)
+        with pytest.raises(MQStoreError, match="read-only"):
+            reader.index.add(ffi.new("char[]", 8), fields, 1)
+        assert reader.get("T", 0, 0, 1).messages[0].body == b"x"
+    finally:
+        reader.close()

@@ -12,6 +12,7 @@ import time
 from typing import List, Optional, Tuple
 
 from ._native import ffi, lib
+from .errors import MQStoreError
 from .mappedfile import MappedFile, MappedFileQueue
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,8 @@ class ConsumeQueue:
         RocketMQ does. Returns the number of units written."""
         from .codec import F_PHYSICAL_OFFSET, F_TOTAL_SIZE, FIELDS
 
+        if self.queue.readonly:  # its files are mapped read-only: a write would crash
+            raise MQStoreError(f"ConsumeQueue {self.topic}/{self.queue_id} is read-only")
         written = 0
         with self._lock:
             index = 0

@@ -254,6 +254,8 @@ class IndexService:
     def add(self, buf, fields, count: int) -> None:
         """Index `count` scanned records (native scan output over `buf`, scanned with
         SCAN_PROPERTIES), rolling to a new file whenever one fills up."""
+        if self.readonly:  # its files are mapped read-only: a write would crash
+            raise MQStoreError("the index is read-only")
         resume = self._resume
         resume[0] = resume[1] = 0
         with self._lock:

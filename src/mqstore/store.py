@@ -133,7 +133,8 @@ class MessageStore:
         # A read-only store of a directory without ConsumeQueues (a copied CommitLog)
         # rebuilds queues and index in anonymous memory; it still writes nothing.
         self.in_memory = readonly and not os.path.isdir(os.path.join(self.path, "consumequeue"))
-        self._load_consume_queues()
+        if not self.in_memory:  # decided once: a writer may create the directory meanwhile
+            self._load_consume_queues()
         if config.message_index_enable:
             self.index = IndexService(self.path, config.max_hash_slot_num, config.max_index_num,
                                       config.clock, self.checkpoint,
