@@ -88,6 +88,13 @@ class IndexFile:
         self.readonly = readonly
         self.ptr = self._mapped.ptr
 
+    def hold(self) -> bool:
+        """Keep the mapping alive while reading outside the service's lock."""
+        return self._mapped.hold()
+
+    def release(self) -> None:
+        self._mapped.release()
+
     def header(self) -> IndexHeader:
         return IndexHeader(ffi.unpack(self.ptr, INDEX_HEADER_SIZE))
 
@@ -281,9 +288,14 @@ class IndexService:
         with self._lock:
             files = list(self.files)
         for index_file in reversed(files):
-            header = index_file.header()
-            if header.end_timestamp >= begin - 1000 and header.begin_timestamp <= end:
-                yield from index_file.iter_select(hashed, begin, end)
+            if not index_file.hold():
+                continue  # closed or deleted meanwhile
+            try:
+                header = index_file.header()
+                if header.end_timestamp >= begin - 1000 and header.begin_timestamp <= end:
+                    yield from index_file.iter_select(hashed, begin, end)
+            finally:
+                index_file.release()  # the mapping outlives a close() until this
             if header.end_timestamp < begin - 1000:
                 return
 
