@@ -34,8 +34,7 @@ class StoreCheckpoint:
         self.physic_msg_timestamp = 0
         self.logics_msg_timestamp = 0
         self.index_msg_timestamp = 0
-        self.existed = os.path.exists(path)
-        if self.existed:
+        if os.path.exists(path):
             size = os.path.getsize(path)
             if size != CHECKPOINT_FILE_SIZE:
                 raise StoreCorruptedError(
@@ -50,9 +49,6 @@ class StoreCheckpoint:
         """Where abnormal recovery may start: min(physic, logics) minus a margin."""
         return max(0, min(self.physic_msg_timestamp, self.logics_msg_timestamp)
                    - RECOVERY_MARGIN_MS)
-
-    def min_timestamp_index(self) -> int:
-        return min(self.min_timestamp(), self.index_msg_timestamp)
 
     def flush(self) -> None:
         """Write the three timestamps (rest zero) and fsync, replacing the file whole."""

@@ -28,7 +28,6 @@ from .results import PutBatchResult, PutResult, PutStatus
 log = logging.getLogger(__name__)
 
 _SCAN_CHUNK = 4096  # records decoded per native scan call
-_NOT_QUEUED = (codec.TRANSACTION_PREPARED_TYPE, codec.TRANSACTION_ROLLBACK_TYPE)
 # PREPARED (0x4) and ROLLBACK (0xC) records get no queue offset; both have bit 0x4.
 _NOT_QUEUED_BIT = 0x4
 _append = lib.mq_append

@@ -32,7 +32,6 @@ class ConsumeQueue:
         self.topic = topic
         self.queue_id = queue_id
         self.file_size = file_size
-        self.units_per_file = file_size // CQ_STORE_UNIT_SIZE
         directory = os.path.join(store_path, "consumequeue", topic, str(queue_id))
         self.queue = MappedFileQueue(directory, file_size, readonly=readonly,
                                      in_memory=in_memory)

@@ -38,7 +38,6 @@ class Dispatcher:
         consume_queue_for: Callable,
         index_service,
         delay_levels_ms: List[int],
-        readonly: bool = False,
         flushed_only: bool = False,
     ) -> None:
         self.commitlog = commitlog
@@ -103,33 +102,30 @@ class Dispatcher:
             if count:
                 self._dispatch(mapped.ptr, out, count)
             stop_pos, reason = stop[0], stop[1]
+            if reason == codec.STOP_BLANK or (
+                reason == codec.STOP_END and readable >= commitlog.file_size
+            ):
+                stop_pos = commitlog.file_size
+            elif codec.is_error(reason) or reason == codec.STOP_ZERO:
+                stop_pos += self._skip_damage(mapped, stop_pos, readable, reason)
         finally:
             mapped.release()
-        if reason == codec.STOP_BLANK or (
-            reason == codec.STOP_END and readable >= commitlog.file_size
-        ):
-            stop_pos = commitlog.file_size
-        elif codec.is_error(reason) or reason == codec.STOP_ZERO:
-            # Below the wrote position every record is whole, so this is damage.
-            total = (
-                int.from_bytes(mapped.read(stop_pos, 4), "big", signed=True)
-                if (readable - stop_pos >= 4)
-                else 0
-            )
-            skip = total if 0 < total <= readable - stop_pos else readable - stop_pos
-            self.damaged_records += 1
-            log.error(
-                "[BUG] dispatch: %s at CommitLog offset %d; skipping %d bytes",
-                codec.STOP_REASONS[reason],
-                mapped.file_from_offset + stop_pos,
-                skip,
-            )
-            stop_pos += skip
         self.reput_from_offset = mapped.file_from_offset + stop_pos
         if count and self._waiters:
             with self._arrival:
                 self._arrival.notify_all()
         return True
+
+    def _skip_damage(self, mapped, position: int, readable: int, reason: int) -> int:
+        """Below the wrote position every record is whole, so a bad one is damage:
+        skip its TOTALSIZE when plausible, else the rest of the readable bytes."""
+        total = (int.from_bytes(mapped.read(position, 4), "big", signed=True)
+                 if readable - position >= 4 else 0)
+        skip = total if 0 < total <= readable - position else readable - position
+        self.damaged_records += 1
+        log.error("[BUG] dispatch: %s at CommitLog offset %d; skipping %d bytes",
+                  codec.STOP_REASONS[reason], mapped.file_from_offset + position, skip)
+        return skip
 
     def _dispatch(self, ptr, out, count: int) -> None:
         runs = self._runs

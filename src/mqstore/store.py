@@ -168,7 +168,7 @@ class MessageStore:
                 if queue.truncate_to_commitlog(end):
                     report.queues_truncated += 1
         self.dispatcher = Dispatcher(self.commitlog, self.consume_queue, self.index,
-                                     config.delay_levels_ms, readonly=readonly,
+                                     config.delay_levels_ms,
                                      flushed_only=config.flush_disk_type == SYNC_FLUSH)
         max_cq_end = max((q.max_physic_offset for q in self._consume_queues.values()), default=-1)
         reput_from = max(max_cq_end, self.commitlog.min_offset())
