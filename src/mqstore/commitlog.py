@@ -349,6 +349,12 @@ class CommitLog:
             self._ctx.base = mapped.ptr
             self._ctx.file_from_offset = mapped.file_from_offset
 
+    def forget_queues(self, keys) -> None:
+        """Drop the next-offset counters of deleted queues (they restart at 0)."""
+        with self._lock:
+            for key in keys:
+                self.queue_offsets.pop(key, None)
+
     def append(
         self,
         topic: str,

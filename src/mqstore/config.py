@@ -99,6 +99,24 @@ class StoreConfig:
     store_host: str = "127.0.0.1:10911"
     #: Born host for messages that do not name one; None means the store host.
     born_host: Optional[str] = None
+    #: Create a topic (with `default_topic_queue_nums` queues) on its first send, as a
+    #: development broker does; off, sending to an unknown topic is an error.
+    auto_create_topic_enable: bool = True
+    default_topic_queue_nums: int = 4
+    #: Deliver delayed messages when due (RocketMQ does on a master). Turn off to open
+    #: a store for inspection or rebuilding without adding records to it.
+    schedule_delivery_enable: bool = True
+    #: Check back transactions left in doubt (off: halves stay as they are).
+    transaction_check_enable: bool = True
+    #: How often the schedule service saves `config/delayOffset.json` while idle (ms);
+    #: it also saves after every batch of deliveries and at close.
+    flush_delay_offset_interval: int = 10_000
+    #: A transaction's half message is checked back after this long in doubt (ms).
+    transaction_timeout: int = 6_000
+    #: Check-backs per transaction before it is dropped to TRANS_CHECK_MAX_TIME_TOPIC.
+    transaction_check_max: int = 15
+    #: Interval of the transaction check pass (ms).
+    transaction_check_interval: int = 60_000
     #: Store clock in milliseconds since the epoch; inject one to reproduce exact bytes.
     clock: Callable[[], int] = field(default=wall_clock_ms, compare=False, repr=False)
 
@@ -115,6 +133,11 @@ class StoreConfig:
             "flush_interval_consume_queue",
             "sync_flush_timeout",
             "max_msgs_num_batch",
+            "default_topic_queue_nums",
+            "flush_delay_offset_interval",
+            "transaction_timeout",
+            "transaction_check_max",
+            "transaction_check_interval",
         )
         for name in positive:
             value = getattr(self, name)

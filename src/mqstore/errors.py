@@ -43,3 +43,21 @@ class RecordError(MQStoreError):
 
 class DiskFullError(MQStoreError):
     """A store file could not be created or reserved because the disk is full."""
+
+
+class MQClientError(MQStoreError, ValueError):
+    """A producer or consumer refused its input before writing anything (RocketMQ's
+    MQClientException for bad topics, groups, bodies or properties)."""
+
+
+class SendError(MQStoreError):
+    """The store did not take a sent message (disk full, size limits, ...); nothing of
+    it was written. `status` is the store's PutStatus."""
+
+    def __init__(self, message: str, status=None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ClientClosedError(MQStoreError):
+    """The producer or consumer has been shut down."""

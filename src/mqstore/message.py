@@ -97,34 +97,48 @@ def _month_start_ms(now_ms: int) -> int:
     return int(time.mktime((local.tm_year, local.tm_mon, 1, 0, 0, 0, 0, 0, -1)) * 1000)
 
 
-_uniq_counter = itertools.count()
-_uniq_prefix: Optional[bytes] = None
+class UniqIdGenerator:
+    """Client message ids (UNIQ_KEY) in RocketMQ's MessageClientIDSetter layout: host
+    IP, pid (16 bits), a per-generator random int, milliseconds since the start of the
+    current local month (i32, wrapping as Java's int cast does after 24.8 days), and a
+    counter (16 bits); uppercase hex (32 digits for IPv4). Thread-safe."""
+
+    __slots__ = ("_prefix", "_counter", "_month_start", "_next_month")
+
+    def __init__(self, host_ip: str = "127.0.0.1") -> None:
+        packed = ipaddress.ip_address(host_ip).packed
+        pid = struct.pack(">H", os.getpid() & 0xFFFF)
+        self._prefix = (packed + pid + random.getrandbits(32).to_bytes(4, "big")).hex().upper()
+        self._counter = itertools.count()
+        self._month_start = self._next_month = 0
+
+    def next_id(self, now_ms: Optional[int] = None) -> str:
+        if now_ms is None:
+            now_ms = time.time_ns() // 1_000_000
+        if not self._month_start <= now_ms < self._next_month:
+            start = _month_start_ms(now_ms)
+            self._next_month = _month_start_ms(start + 32 * 86_400_000)
+            self._month_start = start
+        elapsed = max(0, now_ms - self._month_start) & 0xFFFFFFFF
+        return f"{self._prefix}{elapsed:08X}{next(self._counter) & 0xFFFF:04X}"
+
+
+_generators: dict = {}
 
 
 def create_uniq_id(host_ip: str = "127.0.0.1", now_ms: Optional[int] = None) -> str:
-    """A client message id (UNIQ_KEY) in RocketMQ's MessageClientIDSetter layout:
-    host IP, pid (16 bits), a per-process random int, milliseconds since the start of
-    the current local month (i32), a per-process counter (16 bits); uppercase hex
-    (32 digits for IPv4). Thread-safe."""
-    global _uniq_prefix
-    if _uniq_prefix is None or not _uniq_prefix.startswith(ipaddress.ip_address(host_ip).packed):
-        _uniq_prefix = (
-            ipaddress.ip_address(host_ip).packed
-            + struct.pack(">H", os.getpid() & 0xFFFF)
-            + random.getrandbits(32).to_bytes(4, "big")
-        )
-    if now_ms is None:
-        now_ms = time.time_ns() // 1_000_000
-    elapsed = max(0, min(now_ms - _month_start_ms(now_ms), 2**31 - 1))
-    counter = next(_uniq_counter) & 0xFFFF
-    return (_uniq_prefix + struct.pack(">iH", elapsed, counter)).hex().upper()
+    """A client message id (UNIQ_KEY): see UniqIdGenerator. Thread-safe."""
+    generator = _generators.get(host_ip)
+    if generator is None:
+        generator = _generators.setdefault(host_ip, UniqIdGenerator(host_ip))
+    return generator.next_id(now_ms)
 
 
 def uniq_id_time_hint(uniq_id: str, now_ms: Optional[int] = None) -> int:
     """Approximate creation time (ms) encoded in a UNIQ_KEY: its month offset applied to
     the current month, or the previous one when that would lie in the future."""
     raw = bytes.fromhex(uniq_id)
-    elapsed = struct.unpack(">i", raw[-6:-2])[0]
+    elapsed = struct.unpack(">I", raw[-6:-2])[0]
     now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     start = _month_start_ms(now_ms)
     if start + elapsed > now_ms:
