@@ -6,7 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
+import shutil
 import threading
 import weakref
 from array import array
@@ -34,14 +34,25 @@ from .message import (
     encode_host,
     encode_properties,
 )
+from .offsets import ConsumerOffsetManager
 from .reader import parse_tags, read_queue
 from .recovery import RecoveryReport, abnormal_start_file
 from .results import GetResult, PutBatchResult, PutResult, PutStatus
+from .schedule import ScheduleService
+from .topics import (
+    MAX_TOPIC_LENGTH,
+    PERM_READ_WRITE,
+    TOPIC_PATTERN,
+    TopicConfig,
+    TopicManager,
+    check_queue_nums,
+    is_system_topic,
+    topic_error,
+)
+from .transaction import TransactionService
 
 log = logging.getLogger(__name__)
 
-TOPIC_PATTERN = re.compile(r"[%|a-zA-Z0-9_-]+")
-MAX_TOPIC_LENGTH = 127
 _QUEUE_ID_MAX = 2**31 - 1
 
 
@@ -111,6 +122,10 @@ class MessageStore:
         self.dispatcher: Optional[Dispatcher] = None
         self._abort: Optional[AbortFile] = None
         self._cq_flush: Optional[FlushConsumeQueueService] = None
+        #: Delivers delayed messages (writable stores only).
+        self.schedule: Optional[ScheduleService] = None
+        #: Transactions' half messages and check-backs (writable stores only).
+        self.transactions: Optional[TransactionService] = None
         self.in_memory = False
         try:
             self._open()
@@ -120,11 +135,30 @@ class MessageStore:
                 self._lock.release()
             raise
         self._closed = False
+        if not _readonly:
+            try:
+                self._start_services()
+            except BaseException:
+                self.close()
+                raise
+
+    def _start_services(self) -> None:
+        """Start the services that read and write through the open store."""
+        self.schedule = ScheduleService(self)
+        self.transactions = TransactionService(self)
+        if self.config.schedule_delivery_enable:
+            self.schedule.start()
+        if self.config.transaction_check_enable:
+            self.transactions.start()
 
     def _open(self) -> None:
         config = self.config
         readonly = self.readonly
         self._abort = AbortFile(self.path)
+        self.topic_manager = TopicManager(self.path, readonly, config.clock)
+        self.consumer_offsets = ConsumerOffsetManager(
+            self.path, readonly, fsync=config.flush_disk_type == SYNC_FLUSH
+        )
         self.checkpoint = StoreCheckpoint(os.path.join(self.path, "checkpoint"), readonly)
         report = self.recovery = RecoveryReport(abnormal=self._abort.exists())
         self.commitlog = CommitLog(self.path, config, readonly=readonly)
@@ -705,6 +739,104 @@ class MessageStore:
             result.setdefault(topic, []).append(queue_id)
         return result
 
+    # -- topic configuration ---------------------------------------------------------
+
+    def create_topic(
+        self, name: str, queue_nums: int = 4, perm: int = PERM_READ_WRITE, order: bool = False
+    ) -> TopicConfig:
+        """Create (or update) a topic with `queue_nums` read and write queues, recorded
+        in `config/topics.json`. Raises TypeError / ValueError for an illegal name, a
+        system topic or a queue count outside 1..1024."""
+        self._check_open()
+        error = topic_error(name)
+        if error:
+            raise ValueError(error)
+        if is_system_topic(name):
+            raise ValueError(f"topic {name!r} is a system topic and cannot be created")
+        if type(perm) is not int or not 0 <= perm <= 15:
+            raise ValueError(f"perm must be a RocketMQ permission (0..15), got {perm!r}")
+        check_queue_nums(queue_nums)
+        return self.topic_manager.put(
+            TopicConfig(name, queue_nums, queue_nums, perm, order=bool(order))
+        )
+
+    def topic_config(self, name: str) -> Optional[TopicConfig]:
+        """The config of a topic, or None when it was never created."""
+        return self.topic_manager.get(name)
+
+    def topic_configs(self) -> List[TopicConfig]:
+        """Every configured topic, sorted by name."""
+        return self.topic_manager.all()
+
+    def delete_topic(self, name: str) -> bool:
+        """Delete a topic's config and its ConsumeQueues (its records stay in the
+        CommitLog until retention removes them; its queue offsets restart at 0).
+        Returns False when the topic did not exist. Stop sending to the topic first:
+        a message sent meanwhile recreates its queue."""
+        self._check_open()
+        if is_system_topic(name):
+            raise ValueError(f"topic {name!r} is a system topic and cannot be deleted")
+        existed = self.topic_manager.remove(name) is not None
+        self.dispatcher.wait_for_arrival(lambda: self.dispatcher.behind() == 0, 5.0)
+        with self._cq_lock:
+            doomed = [key for key in self._consume_queues if key[0] == name]
+            queues = [self._consume_queues.pop(key) for key in doomed]
+        for queue in queues:
+            queue.destroy()
+        self.commitlog.forget_queues(doomed)
+        topic_dir = os.path.join(self.path, "consumequeue", name)
+        if os.path.isdir(topic_dir):
+            shutil.rmtree(topic_dir, ignore_errors=True)
+        return existed or bool(doomed)
+
+    def _writable_topic(self, topic: str, default_queue_nums: int) -> TopicConfig:
+        """The topic's config for a producer, auto-created when allowed."""
+        config = self.topic_manager.get(topic)
+        if config is None:
+            if not self.config.auto_create_topic_enable:
+                raise MQStoreError(
+                    f"topic {topic!r} does not exist and auto_create_topic_enable is off"
+                )
+            self._check_open()
+            config = self.topic_manager.ensure(topic, default_queue_nums)
+        return config
+
+    def _repost(
+        self,
+        source: MessageExt,
+        topic: str,
+        queue_id: int,
+        *,
+        properties: Optional[bytes] = None,
+        sys_flag: Optional[int] = None,
+        reconsume_times: Optional[int] = None,
+        prepared_offset: Optional[int] = None,
+        born_timestamp: Optional[int] = None,
+        wait: bool = False,
+    ) -> PutResult:
+        """Store a copy of a stored record under another topic and queue (delay
+        delivery, transaction commit, retry): same body, flag, born data and hosts,
+        with the given fields replaced. Internal: callers validate."""
+        self._check_open()
+        body = source.body
+        result = self._append(
+            topic,
+            topic.encode("ascii"),
+            queue_id,
+            body,
+            len(body),
+            source.encoded_properties() if properties is None else properties,
+            source.flag,
+            source.sys_flag if sys_flag is None else sys_flag,
+            source.born_timestamp if born_timestamp is None else born_timestamp,
+            source.reconsume_times if reconsume_times is None else reconsume_times,
+            source.prepared_transaction_offset if prepared_offset is None else prepared_offset,
+            (source._born_host_raw, source._store_host_raw),
+            wait,
+        )
+        self.dispatcher.notify_appended()
+        return result
+
     def refresh(self) -> None:
         """A read-only store: take in what a live writer appended since it was opened
         (or since the last refresh): new CommitLog records and files, ConsumeQueue
@@ -767,6 +899,12 @@ class MessageStore:
 
     def _shutdown_parts(self) -> None:
         clean = False
+        # Services that put messages stop first, while appends are still accepted.
+        for service in (self.transactions, self.schedule):
+            if service is not None:
+                service.shutdown()
+        if not self.readonly and getattr(self, "consumer_offsets", None) is not None:
+            self.consumer_offsets.persist()
         if self.commitlog is not None:
             self.commitlog.stop_appends()  # so the dispatcher's catch-up below is final
         if self.dispatcher is not None and not self.readonly:
