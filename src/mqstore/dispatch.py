@@ -207,6 +207,11 @@ class Dispatcher:
             finally:
                 self._waiters -= 1
 
+    def wake_waiters(self) -> None:
+        """Make every `wait_for_arrival` re-check its condition now."""
+        with self._arrival:
+            self._arrival.notify_all()
+
     def shutdown(self) -> None:
         """Dispatch what is left, then stop the thread."""
         self._stopped = True

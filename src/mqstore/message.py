@@ -456,6 +456,21 @@ class MessageExt(Message):
         msg.prepared_transaction_offset = f[base + 16]
         return msg
 
+    def __copy__(self) -> MessageExt:
+        new = object.__new__(type(self))
+        for cls in type(self).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if name in ("born_host", "store_host"):
+                    continue  # properties here, computed from _hosts_raw
+                try:
+                    value = object.__getattribute__(self, name)
+                except AttributeError:
+                    continue
+                object.__setattr__(new, name, value)
+        if new._properties is not None:
+            new._properties = dict(new._properties)
+        return new
+
     @property
     def _born_host_raw(self) -> bytes:
         return self._hosts_raw[: self._born_host_len]

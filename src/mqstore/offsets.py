@@ -20,8 +20,15 @@ class ConsumerOffsetManager:
     file written by a broker are kept as they are, including ones mqstore never uses.
     """
 
-    def __init__(self, store_path: str, readonly: bool = False, *, fsync: bool = False) -> None:
-        self.path = os.path.join(store_path, "config", "consumerOffset.json")
+    def __init__(
+        self,
+        store_path: str,
+        readonly: bool = False,
+        *,
+        fsync: bool = False,
+        path: Optional[str] = None,
+    ) -> None:
+        self.path = path or os.path.join(store_path, "config", "consumerOffset.json")
         self.readonly = readonly
         self._fsync = fsync
         self._lock = threading.Lock()

@@ -121,6 +121,8 @@ class TopicManager:
         self._clock = clock
         self._lock = threading.Lock()
         self._topics: Dict[str, TopicConfig] = {}
+        #: Bumped on every change, so consumers notice new topics without polling.
+        self.version = 0
         self._data_version = {"counter": 0, "timestamp": 0}
         data = configfile.load(self.path)
         if isinstance(data, dict):
@@ -169,6 +171,7 @@ class TopicManager:
             return config
 
     def _persist(self) -> None:
+        self.version += 1
         if self.readonly:
             return
         self._data_version = {
