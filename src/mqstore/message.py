@@ -172,13 +172,28 @@ def hashmap_order(keys: Iterable[str]) -> List[str]:
     return sorted(keys, key=lambda k: _hashmap_spread(k) & mask)
 
 
+_ORDER_CACHE: dict = {}
+
+
 def encode_properties(properties: Mapping[str, str]) -> bytes:
     """RocketMQ 4.9.8's properties string: ``name\\x01value`` joined by ``\\x02``, in
     Java HashMap order, UTF-8. Entries whose value is None are skipped."""
     if not properties:
         return b""
-    items = [k for k in hashmap_order(properties) if properties[k] is not None]
-    return "\x02".join(f"{k}\x01{properties[k]}" for k in items).encode("utf-8")
+    keys = tuple(properties)
+    order = _ORDER_CACHE.get(keys)
+    if order is None:
+        # Messages of one application share a few key sets: remember their order.
+        order = tuple(hashmap_order(keys))
+        if len(_ORDER_CACHE) < 4096:
+            _ORDER_CACHE[keys] = order
+    if len(order) == 1:
+        key = order[0]
+        value = properties[key]
+        return b"" if value is None else f"{key}\x01{value}".encode()
+    return "\x02".join(
+        [f"{k}\x01{properties[k]}" for k in order if properties[k] is not None]
+    ).encode()
 
 
 def decode_properties(data: Union[bytes, str]) -> dict:
