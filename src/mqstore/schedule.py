@@ -71,7 +71,9 @@ class ScheduleService:
         table = data.get("offsetTable") if isinstance(data, dict) else None
         if isinstance(table, dict):
             for level, offset in table.items():
-                if isinstance(level, int) and isinstance(offset, int) and level >= 1:
+                # fastjson reads quoted keys ("1") into the Map<Integer, Long> as well
+                level, offset = _as_int(level), _as_int(offset)
+                if level is not None and offset is not None and level >= 1:
                     self._offsets[level] = offset
         self._saved = dict(self._offsets)
 
@@ -265,6 +267,15 @@ class ScheduleService:
             if _is_delivery_of(copy, parked):
                 return True
         return False
+
+
+def _as_int(value) -> Optional[int]:
+    """An int from the JSON config: an int, or a decimal string (not a bool)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
 
 
 def _is_delivery_of(copy: MessageExt, parked: MessageExt) -> bool:

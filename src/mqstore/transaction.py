@@ -51,6 +51,9 @@ SYSTEM_GROUP = "CID_RMQ_SYS_TRANS"
 OP_TAG = "d"
 PROPERTY_TRANSACTION_CHECK_TIMES = "TRANSACTION_CHECK_TIMES"
 PROPERTY_CHECK_IMMUNITY_TIME = "CHECK_IMMUNITY_TIME_IN_SECONDS"
+#: On a half put back to the half queue during its immunity time: the queue offset of
+#: the original half (an op message naming that offset resolves the copy too).
+PROPERTY_PREPARED_QUEUE_OFFSET = "TRAN_PREPARED_QUEUE_OFFSET"
 HALF_QUEUE_ID = 0
 
 
@@ -209,6 +212,7 @@ class TransactionService:
             return 0
         op_offset = max(0, offsets.query(SYSTEM_GROUP, TRANS_OP_HALF_TOPIC, HALF_QUEUE_ID))
         done = self.resolved_half_offsets(op_offset)
+        all_done: Optional[Set[int]] = None  # every op, read only if a put-back needs it
         acted = 0
         while half_offset < end:
             if half_offset in done:
@@ -233,8 +237,22 @@ class TransactionService:
             timeout = config.transaction_timeout
             immunity = properties.get(PROPERTY_CHECK_IMMUNITY_TIME)
             if immunity and immunity.isdigit():
-                timeout = int(immunity) * 1000
-            if now - half.born_timestamp < timeout:
+                # RocketMQ: an immunity time is never shorter than the timeout, and a
+                # half still immune is put back at the end of the half queue (with
+                # its original's offset) instead of holding back the halves behind it.
+                timeout = max(timeout, int(immunity) * 1000)
+                original = properties.get(PROPERTY_PREPARED_QUEUE_OFFSET, "")
+                if original.isdigit():
+                    if int(original) not in done and all_done is None:
+                        all_done = self.resolved_half_offsets(0)
+                    if int(original) in done or int(original) in (all_done or ()):
+                        half_offset += 1  # the original was committed or rolled back
+                        continue
+                if now - half.born_timestamp < timeout:
+                    self._put_back(half)
+                    half_offset += 1
+                    continue
+            elif now - half.born_timestamp < timeout:
                 break  # later halves are younger
             self._check_back(half, checks + 1)
             acted += 1
@@ -265,6 +283,18 @@ class TransactionService:
                 break
             offset += 1
         return offset
+
+    def _put_back(self, half: MessageExt) -> None:
+        """Re-append a half still in its immunity time, marked with its original's
+        queue offset (RocketMQ's putImmunityMsgBackToHalfQueue)."""
+        properties = dict(half.properties)
+        properties.setdefault(PROPERTY_PREPARED_QUEUE_OFFSET, str(half.queue_offset))
+        result = self.store._repost(
+            half, TRANS_HALF_TOPIC, HALF_QUEUE_ID, properties=encode_properties(properties),
+            wait=False,
+        )
+        if result.status not in (PutStatus.PUT_OK, PutStatus.FLUSH_DISK_TIMEOUT):
+            raise MQStoreError(f"put-back of half {half.queue_offset} failed: {result.status}")
 
     def _check_back(self, half: MessageExt, checks: int) -> None:
         """Re-append the half with its check count and ask its producer group."""

@@ -21,7 +21,7 @@ from typing import (
 )
 
 from .. import codec
-from ..errors import ClientClosedError, MQClientError, SendError
+from ..errors import ClientClosedError, MQClientError, SendError, StoreClosedError
 from ..message import (
     PROPERTY_DELAY_TIME_LEVEL,
     PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
@@ -234,7 +234,8 @@ class Producer:
         check_send_topic(topic)
         try:
             config = self.store._writable_topic(topic, self.store.config.default_topic_queue_nums)
-        except ClientClosedError:
+        except (ClientClosedError, StoreClosedError):
+            self._check_open()  # the store was closed: ClientClosedError
             raise
         except Exception as exc:
             raise MQClientError(str(exc)) from None
@@ -267,14 +268,19 @@ class Producer:
     # -- validation -------------------------------------------------------------------
 
     def _prepare(self, msg: Message) -> _Route:
-        """Validate `msg` for sending and give it a UNIQ_KEY; its topic's route."""
-        if self._closed:
+        """Validate `msg` for sending; its topic's route (the topic is auto-created
+        only for a valid message). `_assign_id` gives it its UNIQ_KEY afterwards."""
+        if self._closed or self.store._closed:
             self._check_open()
         if not isinstance(msg, Message):
             raise TypeError(f"send takes a Message, got {type(msg).__name__}")
+        self._check_message(msg)
         route = self._routes.get(msg.topic)
         if route is None or self._topic_configs.get(msg.topic) is not route.config:
             route = self._route(msg.topic)
+        return route
+
+    def _check_message(self, msg: Message) -> None:
         body = msg.body
         size = len(body) if body.__class__ is bytes else memoryview(body).nbytes
         if not 0 < size <= self.max_message_size:
@@ -293,11 +299,13 @@ class Producer:
                     )
             if PROPERTY_DELAY_TIME_LEVEL in props:
                 self._check_delay(props[PROPERTY_DELAY_TIME_LEVEL])
-            if _UNIQ in props:
-                return route
-        props[_UNIQ] = self._ids.next_id()
-        msg._encoded = None
-        return route
+
+    def _assign_id(self, msg: Message) -> None:
+        """Give a validated message a UNIQ_KEY unless it has one (a resend keeps it)."""
+        props = msg._props()
+        if _UNIQ not in props:
+            props[_UNIQ] = self._ids.next_id()
+            msg._encoded = None
 
     def _check_delay(self, text: str) -> None:
         level = int(text) if text.lstrip("-").isdigit() else None
@@ -324,6 +332,7 @@ class Producer:
             queue_id = next(route.counter) % route.count
         else:
             queue_id = self._select(route, msg, queue, selector, arg)
+        self._assign_id(msg)
         put = self.store.put(msg, queue_id)
         status = _STATUS.get(put.status)
         if status is None:
@@ -338,6 +347,7 @@ class Producer:
         their sends return."""
         route = self._prepare(msg)
         queue_id = abs(sharding_hash(sharding_key)) % route.count
+        self._assign_id(msg)
         put = self.store.put(msg, queue_id)
         status = _STATUS.get(put.status)
         if status is None:
@@ -355,6 +365,7 @@ class Producer:
         cannot report it)."""
         route = self._prepare(msg)
         queue_id = self._select(route, msg, queue, selector, arg)
+        self._assign_id(msg)
         props = msg._properties
         before = props.get("WAIT")
         props["WAIT"] = "false"  # nobody waits for the flush
@@ -387,6 +398,7 @@ class Producer:
         not guaranteed."""
         route = self._prepare(msg)
         queue_id = self._select(route, msg, queue, selector, arg)
+        self._assign_id(msg)
         executor = self._executor or self._make_executor()
         try:
             return executor.submit(self._send_task, msg, route, queue_id, callback, on_exception)
@@ -431,6 +443,8 @@ class Producer:
         a UNIQ_KEY; `msg_id` of the result joins them with commas (RocketMQ), and
         `queue_offset` is the first message's. MQClientError when any message is
         invalid, carries a delay level, or the topic is a retry topic."""
+        if self._closed or self.store._closed:
+            self._check_open()
         msgs = list(msgs)
         if not msgs:
             raise MQClientError("a batch needs at least one message")
@@ -446,20 +460,20 @@ class Producer:
                 raise MQClientError("a batch cannot carry a delay level")
         if topic.startswith(RETRY_GROUP_TOPIC_PREFIX):
             raise MQClientError("a batch cannot be sent to a retry topic")
-        had_uniq = [_UNIQ in msg._props() for msg in msgs]
-        try:
-            routes = [self._prepare(msg) for msg in msgs]
-        except BaseException:
-            for msg, had in zip(msgs, had_uniq):  # leave the batch as it came
-                if not had and _UNIQ in msg._props():
-                    del msg._properties[_UNIQ]
-                    msg._encoded = None
-            raise
-        route = routes[0]
+        for msg in msgs:  # every message valid before the topic may be auto-created
+            self._check_message(msg)
+        route = self._prepare(msgs[0])
         queue_id = self._select(route, msgs[0], queue, None, None)
+        had_uniq = [_UNIQ in msg._props() for msg in msgs]
+        for msg in msgs:
+            self._assign_id(msg)
         result = self.store.put_batch(msgs, queue_id)
         status = _STATUS.get(result.status)
         if status is None:
+            for msg, had in zip(msgs, had_uniq):  # nothing stored: leave them as they came
+                if not had:
+                    del msg._properties[_UNIQ]
+                    msg._encoded = None
             raise SendError(
                 f"batch refused by the store: {result.status.value}"
                 + (f" ({result.error})" if result.error else ""),
@@ -508,6 +522,7 @@ class TransactionProducer(Producer):
             msg.remove_property(PROPERTY_DELAY_TIME_LEVEL)
         route = self._prepare(msg)
         queue_id = next(route.counter) % route.count
+        self._assign_id(msg)
         put = self.store.transactions.prepare(msg, queue_id, self.group)
         status = _STATUS.get(put.status)
         if status is None:
