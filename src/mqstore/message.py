@@ -296,7 +296,10 @@ class Message:
             raise TypeError("body must be a C-contiguous buffer (copy it with bytes(body))")
         self.topic = topic
         self.body = body
-        self.flag = _check_int("flag", flag, _I32_MIN, _I32_MAX)
+        # `x.__class__ is not int or x` skips the checks for the common 0 (bool fails too)
+        if flag.__class__ is not int or flag:
+            _check_int("flag", flag, _I32_MIN, _I32_MAX)
+        self.flag = flag
         if born_timestamp is not None:
             _check_int("born_timestamp", born_timestamp, _I64_MIN, _I64_MAX)
         self.born_timestamp = born_timestamp
@@ -308,11 +311,17 @@ class Message:
                     raise type(exc)(f"{name}: {exc}") from None
         self.born_host = born_host
         self.store_host = store_host
-        self.sys_flag = _check_int("sys_flag", sys_flag, _I32_MIN, _I32_MAX)
-        self.reconsume_times = _check_int("reconsume_times", reconsume_times, _I32_MIN, _I32_MAX)
-        self.prepared_transaction_offset = _check_int(
-            "prepared_transaction_offset", prepared_transaction_offset, _I64_MIN, _I64_MAX
-        )
+        if sys_flag.__class__ is not int or sys_flag:
+            _check_int("sys_flag", sys_flag, _I32_MIN, _I32_MAX)
+        if reconsume_times.__class__ is not int or reconsume_times:
+            _check_int("reconsume_times", reconsume_times, _I32_MIN, _I32_MAX)
+        if prepared_transaction_offset.__class__ is not int or prepared_transaction_offset:
+            _check_int(
+                "prepared_transaction_offset", prepared_transaction_offset, _I64_MIN, _I64_MAX
+            )
+        self.sys_flag = sys_flag
+        self.reconsume_times = reconsume_times
+        self.prepared_transaction_offset = prepared_transaction_offset
         self._properties = {}
         self._encoded = None
         if properties:
