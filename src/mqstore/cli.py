@@ -23,12 +23,14 @@ from typing import Callable, Dict, Optional, Sequence
 from . import __version__, configfile
 from .errors import MQStoreError
 from .message import PROPERTY_KEYS, MessageExt
+from .reader import parse_tags
 from .replay import (
     iter_messages,
     load_callable,
     open_readonly,
     parse_time,
     replay,
+    start_offset,
     store_sink,
 )
 from .storedir import (
@@ -386,6 +388,8 @@ def cmd_cat(args) -> int:
     limit = args.limit
     if limit is not None and limit <= 0:
         return EXIT_OK
+    if args.format == "json":
+        return _cat_json(args, config, limit)
     messages = iter_messages(
         args.dir,
         topic=args.topic,
@@ -403,6 +407,39 @@ def cmd_cat(args) -> int:
     finally:
         messages.close()
     _stdout_binary().flush()
+    return EXIT_OK
+
+
+def _cat_json(args, config, limit: Optional[int]) -> int:
+    """cat --format json through the fast path (JsonLines over scanned records)."""
+    from .jsonl import JsonLines, iter_chunks
+
+    since = _time_arg(args.since, "--since")
+    until = _time_arg(args.until, "--until")
+    tag_filter = parse_tags(args.tags)
+    lines = JsonLines(
+        topics=frozenset([args.topic]) if args.topic is not None else None,
+        queue_id=args.queue,
+        since=since,
+        until=until,
+        tags=tag_filter[1] if tag_filter else None,
+        key=args.key,
+    )
+    stream = _stdout_binary()
+    remaining = limit
+    with open_readonly(args.dir, config) as store:
+        offset = start_offset(store, args.topic, args.queue, args.from_offset, since)
+        for data, fields, count, base, file_from in iter_chunks(store, offset):
+            batch: list = []
+            emitted = lines.lines(data, fields, count, base, file_from, batch.append, remaining)
+            stream.write(b"".join(batch))
+            if remaining is not None:
+                remaining -= emitted
+                if remaining <= 0:
+                    break
+            if lines.past_until:
+                break
+    stream.flush()
     return EXIT_OK
 
 
