@@ -42,8 +42,7 @@ def write_store(path: str, size_bytes: int, body_size: int) -> int:
             batch = []
             for i in range(count, count + BATCH):
                 text = (filler % (i, i % 997)).ljust(body_size - 2) + "]}"
-                batch.append(Message("Orders", text.encode(), tags=f"t{i % 4}",
-                                     keys=f"order-{i}"))
+                batch.append(Message("Orders", text.encode(), tags=f"t{i % 4}", keys=f"order-{i}"))
             result = store.put_batch(batch, queue_id)
             assert result.status.name == "PUT_OK", result
             count += BATCH
@@ -54,8 +53,9 @@ def write_store(path: str, size_bytes: int, body_size: int) -> int:
 
 def timed(args, stdout=subprocess.DEVNULL) -> float:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mqstore", *args], stdout=stdout,
-                          stderr=subprocess.PIPE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mqstore", *args], stdout=stdout, stderr=subprocess.PIPE
+    )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"mqstore {' '.join(args)} failed: {proc.stderr.decode()}")
@@ -68,8 +68,11 @@ def main() -> None:
     parser.add_argument("--body", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", default="/work/tmp-bench-cli")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile cat and verify in-process (cProfile, top 15)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile cat and verify in-process (cProfile, top 15)",
+    )
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     root = tempfile.mkdtemp(dir=args.dir)
@@ -80,33 +83,50 @@ def main() -> None:
         write_s = time.perf_counter() - started
         with MessageStore.open_readonly(path, **CONFIG) as store:
             log_bytes = store.max_commitlog_offset() - store.min_commitlog_offset()
-        print(f"wrote {messages:,} messages of {args.body} B, {log_bytes / 2**20:,.0f} MiB "
-              f"of CommitLog in {write_s:.1f} s")
+        print(
+            f"wrote {messages:,} messages of {args.body} B, {log_bytes / 2**20:,.0f} MiB "
+            f"of CommitLog in {write_s:.1f} s"
+        )
         verify = [timed(["verify", path]) for _ in range(args.runs)]
-        report = json.loads(subprocess.run(
-            [sys.executable, "-m", "mqstore", "verify", path, "--json"],
-            capture_output=True, check=False).stdout)
+        report = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "mqstore", "verify", path, "--json"],
+                capture_output=True,
+                check=False,
+            ).stdout
+        )
         cat_json = [timed(["cat", path, "--format", "json"]) for _ in range(args.runs)]
         cat_text = [timed(["cat", path, "--format", "text"]) for _ in range(args.runs)]
         print()
-        print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-              f"{platform.machine()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        print(
+            f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+            f"{platform.machine()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        )
         print()
-        print("| Measurement | best of %d | rate | goal |" % args.runs)
+        print(f"| Measurement | best of {args.runs} | rate | goal |")
         print("|---|---:|---:|---|")
         rate = log_bytes / min(verify) / 1e6
-        print(f"| `mqstore verify` (whole command, {log_bytes / 2**20:,.0f} MiB) | "
-              f"{min(verify):.2f} s | {rate:,.0f} MB/s | ≥ 500 MB/s: "
-              f"{'met' if rate >= 500 else '**not met**'} |")
+        print(
+            f"| `mqstore verify` (whole command, {log_bytes / 2**20:,.0f} MiB) | "
+            f"{min(verify):.2f} s | {rate:,.0f} MB/s | ≥ 500 MB/s: "
+            f"{'met' if rate >= 500 else '**not met**'} |"
+        )
         inner = log_bytes / report["seconds"] / 1e6
-        print(f"| verify's own check (no interpreter start-up) | {report['seconds']:.2f} s | "
-              f"{inner:,.0f} MB/s | |")
+        print(
+            f"| verify's own check (no interpreter start-up) | {report['seconds']:.2f} s | "
+            f"{inner:,.0f} MB/s | |"
+        )
         rate = messages / min(cat_json)
-        print(f"| `mqstore cat --format json > /dev/null` | {min(cat_json):.2f} s | "
-              f"{rate:,.0f} msg/s | ≥ 300,000 msg/s: {'met' if rate >= 300_000 else '**not met**'} |")
+        verdict = "met" if rate >= 300_000 else "**not met**"
+        print(
+            f"| `mqstore cat --format json > /dev/null` | {min(cat_json):.2f} s | "
+            f"{rate:,.0f} msg/s | ≥ 300,000 msg/s: {verdict} |"
+        )
         rate = messages / min(cat_text)
-        print(f"| `mqstore cat --format text > /dev/null` | {min(cat_text):.2f} s | "
-              f"{rate:,.0f} msg/s | |")
+        print(
+            f"| `mqstore cat --format text > /dev/null` | {min(cat_text):.2f} s | "
+            f"{rate:,.0f} msg/s | |"
+        )
         if args.profile:
             profile(path)
     finally:
@@ -123,11 +143,14 @@ def profile(path: str) -> None:
     for argv in (["verify", path], ["cat", path, "--format", "json"]):
         profiler = cProfile.Profile()
         saved = sys.stdout
-        sys.stdout = io.TextIOWrapper(open(os.devnull, "wb"))
-        try:
-            profiler.runcall(cli.main, argv)
-        finally:
-            sys.stdout = saved
+        with open(os.devnull, "wb") as sink:
+            sys.stdout = wrapper = io.TextIOWrapper(sink)
+            try:
+                profiler.runcall(cli.main, argv)
+            finally:
+                sys.stdout = saved
+                wrapper.flush()
+                wrapper.detach()
         print(f"\n### cProfile: mqstore {' '.join(argv[:1] + argv[2:])}\n")
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(15)

@@ -674,14 +674,26 @@ def test_fast_json_lines_equal_the_message_record(tmp_path):
 
     path = tmp_path / "s"
     with MessageStore(path, **SMALL) as store:
-        store.put(Message("T", b'say "hi"\\n\n\t\x00', tags='a"b', keys=["k\\1", "k2"],
-                          properties={"x": "\u00e9\U0001f600", "q": 'v"'}))
+        store.put(
+            Message(
+                "T",
+                b'say "hi"\\n\n\t\x00',
+                tags='a"b',
+                keys=["k\\1", "k2"],
+                properties={"x": "\u00e9\U0001f600", "q": 'v"'},
+            )
+        )
         store.put(Message("T", b"\xff\xfe binary", tags="t"))
         store.put(Message("T", b"plain ascii", tags="t", keys="k", properties={"z": "1"}))
         store.put(Message("T", b""))
         template = next(store.iter_commitlog())
-        for raw in (b"TAGS\x01first\x02K\x01v", b"A\x01b\x02TAGS\x01a\x02TAGS\x01b",
-                    b"TAGS\x01only", b"x\x01\x02\x01y\x02KEYS\x01k9", b"UNIQ_KEY\x01U1"):
+        for raw in (
+            b"TAGS\x01first\x02K\x01v",
+            b"A\x01b\x02TAGS\x01a\x02TAGS\x01b",
+            b"TAGS\x01only",
+            b"x\x01\x02\x01y\x02KEYS\x01k9",
+            b"UNIQ_KEY\x01U1",
+        ):
             template._props_raw, template._properties, template._encoded = raw, None, None
             assert store.put(template).ok
     for store_dir in (golden("basic"), golden("crash"), path):

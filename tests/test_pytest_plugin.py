@@ -22,6 +22,8 @@ def test_mq_store_survives_reopen(pytester):
             holder = mq_store  # the code under test keeps its reference
             for i in range(5):
                 assert mq_store.put(Message("T", b"m%d" % i)).ok
+            mq_store.settle()
+            assert mq_store.max_offset("T", 0) == 5  # all visible after settle()
             path = mq_store.path
             same = mq_store.reopen()
             assert same is holder and not holder.closed and holder.path == path
@@ -124,3 +126,17 @@ def test_keep_dir_option(pytester, tmp_path):
     (kept,) = target.iterdir()
     assert (kept / "store" / "commitlog").is_dir()
     assert str(kept / "store") in result.stdout.str()
+
+
+def test_the_worked_example_in_docs_testing_md_passes(pytester):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "testing.md").read_text()
+    files = {}
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        name = re.match(r"# (\S+\.py)\n", block)
+        assert name, block[:40]
+        files[name.group(1)] = block
+    assert set(files) == {"orders.py", "test_orders.py", "conftest.py"}
+    for name, code in files.items():
+        (pytester.path / name).write_text(code)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)

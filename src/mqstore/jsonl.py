@@ -137,6 +137,7 @@ class JsonLines:
         topics, queue_id, since, until = self.topics, self.queue_id, self.since, self.until
         want_tags, key = self.tags, self.key
         topic_json, host, msg_id_prefix = self._topic_json, self._host, self._msg_id_prefix
+        hosts = self._hosts
         slow_props = self._slow_props
         plain = _PLAIN_PROPS.fullmatch
         filtering = want_tags is not None or key is not None
@@ -221,6 +222,9 @@ class JsonLines:
             born_at -= base
             store_at -= base
             store_raw = data[store_at : store_at + store_len]
+            born_raw = data[born_at : born_at + born_len]
+            born_host = hosts.get(born_raw) or host(born_raw)
+            store_host = hosts.get(store_raw) or host(store_raw)
             prefix = msg_id_prefix.get(store_raw)
             if prefix is None:
                 prefix = msg_id_prefix[store_raw] = store_raw.hex().upper().encode()
@@ -245,8 +249,8 @@ class JsonLines:
                     props_json,
                     born,
                     stamp,
-                    host(data[born_at : born_at + born_len]),
-                    host(store_raw),
+                    born_host,
+                    store_host,
                     sys_flag,
                     reconsume,
                     flag,

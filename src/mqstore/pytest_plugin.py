@@ -10,6 +10,9 @@ Fixtures:
 - ``mq_store_options``: the StoreConfig settings every store of a test starts from;
   override this fixture in a conftest.py to change them for a whole directory.
 
+``store.settle()`` waits until what was put is visible to `get` and
+`query_by_key` (dispatch is asynchronous, as in RocketMQ).
+
 ``store.reopen()`` closes the store and opens the same directory again, in place: the
 object the code under test holds becomes the reopened store.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -46,9 +50,24 @@ _kept_key = pytest.StashKey[List[Tuple[str, str]]]()
 
 
 class TestStore(MessageStore):
-    """A MessageStore that can restart itself: `reopen()`."""
+    """A MessageStore that can restart itself (`reopen()`) and wait for dispatch
+    (`settle()`)."""
 
     __test__ = False  # not a test class, whatever pytest's naming rules say
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until everything written is dispatched: in the ConsumeQueues (so `get`
+        sees it) and in the index (so `query_by_key` does). Dispatch runs on its own
+        thread, as RocketMQ's does, so a read right after `put` may not see the
+        message yet. Raises TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.dispatcher is not None and self.dispatcher.behind() > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.path}: {self.dispatcher.behind()} bytes still undispatched "
+                    f"after {timeout} s"
+                )
+            time.sleep(0.001)
 
     def reopen(self, **overrides) -> TestStore:
         """Close this store (cleanly: checkpoint written, abort file removed) and open
