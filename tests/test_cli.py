@@ -705,3 +705,30 @@ def test_fast_json_lines_equal_the_message_record(tmp_path):
             slow = [message_record(m) for m in store.iter_commitlog()]
         assert [json.loads(line) for line in fast] == slow
         assert len(slow) > 3
+
+
+def test_verify_takes_a_torn_tail_after_a_crash_for_a_note(tmp_path):
+    path = tmp_path / "s"
+    with MessageStore(path, **SMALL) as store:
+        ends = [store.put(Message("T", b"body %d" % i)) for i in range(20)]
+    last = ends[-1]
+    end = last.commitlog_offset + last.store_size
+    file = path / "commitlog" / f"{0:020d}"
+    torn = bytes(file.read_bytes()[last.commitlog_offset : end])[:60]
+    patch(file, end, torn)  # the head of one more record, cut short: a torn write
+    (problem,) = problems_of(path)  # a clean shutdown cannot leave this
+    assert problem["offset"] == end and problem["file"] == f"commitlog/{file.name}"
+    (path / "abort").touch()  # after a crash it is what recovery cuts
+    proc = run("verify", path, check_rc=0)
+    assert b"torn tail" in proc.stdout and b": sound:" in proc.stdout
+    # damage before the last record stays a problem even after a crash
+    first = ends[3].commitlog_offset
+    patch(file, first + 4, b"\0\0\0\1")
+    problems = problems_of(path)
+    assert [p["offset"] for p in problems if p["file"].startswith("commitlog")] == [first]
+
+
+def test_bad_option_is_one_line(tmp_path):
+    proc = run("stat", golden("basic"), "-o", "no_such_setting=1")
+    assert proc.returncode == 2 and b"bad -o setting" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1

@@ -222,12 +222,16 @@ def _overrides(args) -> Dict[str, object]:
     return result
 
 
-def _open(args):
+def _config(args, path: Optional[str] = None):
+    """The StoreConfig for a directory: sizes from its files, -o settings on top."""
     try:
-        config = detect_config(args.dir, **_overrides(args))
-    except TypeError as exc:
+        return detect_config(path or args.dir, **_overrides(args))
+    except (TypeError, ValueError) as exc:
         raise CliError(f"bad -o setting: {exc}") from None
-    return open_readonly(args.dir, config)
+
+
+def _open(args):
+    return open_readonly(args.dir, _config(args))
 
 
 def _check_dir(path: str) -> None:
@@ -383,7 +387,7 @@ def cmd_cat(args) -> int:
     _check_dir(args.dir)
     if args.queue is not None and args.topic is None:
         raise CliError("--queue needs --topic")
-    config = detect_config(args.dir, **_overrides(args))
+    config = _config(args)
     writer = MessageWriter(args.format, _stdout_binary())
     limit = args.limit
     if limit is not None and limit <= 0:
@@ -504,7 +508,7 @@ def cmd_replay(args) -> int:
         topic=args.topic or None,
         since=_time_arg(args.since, "--since"),
         until=_time_arg(args.until, "--until"),
-        config=detect_config(args.dir, **_overrides(args)),
+        config=_config(args),
     )
     progress = Progress("replay")
     counter = [0]
@@ -529,9 +533,9 @@ def cmd_replay(args) -> int:
         raise CliError("--to-store must be another directory than the source")
     from .store import MessageStore
 
-    source_sizes = detect_config(args.dir, **_overrides(args))
+    source_sizes = _config(args)
     if os.path.isdir(os.path.join(target_dir, COMMITLOG_DIR)):
-        target_config = detect_config(target_dir, **_overrides(args))
+        target_config = _config(args, target_dir)
     else:
         target_config = source_sizes
     _say(f"writing to {os.path.abspath(target_dir)}")
@@ -563,7 +567,7 @@ def cmd_verify(args) -> int:
     from .verify import verify_store
 
     _check_dir(args.dir)
-    config = detect_config(args.dir, **_overrides(args))
+    config = _config(args)
     progress = Progress("verify")
     try:
         report = verify_store(args.dir, progress, config.message_delay_level)
@@ -604,7 +608,7 @@ def cmd_rebuild(args) -> int:
     path = args.dir
     if not os.access(path, os.W_OK):
         raise CliError(f"{path} is not writable")
-    config = detect_config(path, **_overrides(args))  # before the files are gone
+    config = _config(args, path)  # before the files are gone
     lock = StoreLock(path)
     lock.acquire()  # StoreLockedError (a live writer) before anything is deleted
     try:

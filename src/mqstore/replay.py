@@ -77,8 +77,8 @@ def start_offset(
 ) -> int:
     """Where a CommitLog walk for these filters may start: with a topic and a queue,
     `from_offset` is a queue offset and `since` uses that queue's times; otherwise
-    `from_offset` is a CommitLog offset and `since` skips whole CommitLog files whose
-    next file starts before it."""
+    `from_offset` is a CommitLog offset and `since` skips each whole CommitLog file
+    whose next file's first record is older than `since`."""
     low = store.min_commitlog_offset()
     if topic is not None and queue_id is not None:
         offset = None
@@ -102,8 +102,8 @@ def start_offset(
                 continue
             first = store.look_by_offset(following.file_from_offset)
             # records are in store-time order (one writer, a clock that rarely steps
-            # back): a file is skipped only when the next one starts no later than `since`
-            if first is None or first.store_timestamp > since:
+            # back): a file is skipped only when the next one starts before `since`
+            if first is None or first.store_timestamp >= since:
                 break
             start = max(start, current.file_from_offset + store.commitlog.file_size)
     return start

@@ -135,6 +135,7 @@ class _Verifier:
         self.max_store_timestamp = 0
         self.expected: Dict[Tuple[str, int], _ExpectedQueue] = {}
         self.topics: Dict[bytes, str] = {}
+        self._tail_problem: Optional[int] = None  # a damage no whole record follows
         self.out = ffi.new("int64_t[]", _CHUNK * F + 2)
         self.runs = ffi.new("int32_t[]", _CHUNK)
         self.fields = memoryview(ffi.buffer(self.out)).cast("q")
@@ -188,8 +189,19 @@ class _Verifier:
         total = sum(m.size for _, m in self.files)
         done = 0
         open_end = None  # (file, position) where a file's data ended without a blank
-        for start, mapped in self.files:
+        last_with_data = max(
+            (
+                i
+                for i, (_, m) in enumerate(self.files)
+                if m.map is not None and m.map[:8] != bytes(8)
+            ),
+            default=-1,
+        )
+        for index, (start, mapped) in enumerate(self.files):
+            self._tail_problem = None
             end, full = self._scan_file(start, mapped)
+            if index == last_with_data and not self.report.clean_shutdown:
+                self._tail_damage_is_expected()
             if end and open_end is not None:
                 self.problem(
                     open_end[0],
@@ -208,6 +220,19 @@ class _Verifier:
             if self.progress is not None:
                 self.progress(done, total)
 
+    def _tail_damage_is_expected(self) -> None:
+        """After an unclean shutdown (or while a writer runs) the last record may be
+        torn: recovery cuts it. Damage in the last file with data, after which no
+        whole record follows, is then a note, not a problem."""
+        index = self._tail_problem
+        if index is None or index != len(self.report.problems) - 1:
+            return
+        problem = self.report.problems.pop()
+        self.report.notes.append(
+            f"{problem}: a torn tail after an unclean shutdown (or a write in progress); "
+            "recovery at the next writable open cuts it"
+        )
+
     def _scan_file(self, start: int, mapped: _Mapped) -> Tuple[int, bool]:
         """Check the records of one file; returns where its data ends and whether it
         ends as a full file does (with the end-of-file record or exactly at its end)."""
@@ -222,6 +247,7 @@ class _Verifier:
             count = lib.mq_scan(ptr, size, pos, _CHUNK, flags, out, stop)
             if count:
                 self._take_records(rel, ptr, start, count)
+                self._tail_problem = None
             pos, reason = stop[0], stop[1]
             if reason == codec.STOP_LIMIT:
                 continue
@@ -248,6 +274,7 @@ class _Verifier:
                     )
                     resume = self._resync(rel, mapped, pos + 1)
                     if resume is None:
+                        self._tail_problem = len(self.report.problems) - 1
                         return data_after, False
                     pos = resume
                     continue
@@ -258,11 +285,13 @@ class _Verifier:
                 and lib.mq_scan(ptr, size, pos, 1, codec.SCAN_PROPERTIES, out, stop) == 1
             ):
                 # only the body is wrong: the record still links to its unit
+                self._tail_problem = len(self.report.problems) - 1
                 self._take_records(rel, ptr, start, 1)
                 pos = stop[0]
                 continue
             resume = self._resync(rel, mapped, pos + 1)
             if resume is None:
+                self._tail_problem = len(self.report.problems) - 1
                 return max(pos, lib.mq_last_nonzero(ptr, pos, size)), False
             pos = resume
 
