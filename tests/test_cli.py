@@ -732,3 +732,17 @@ def test_bad_option_is_one_line(tmp_path):
     proc = run("stat", golden("basic"), "-o", "no_such_setting=1")
     assert proc.returncode == 2 and b"bad -o setting" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_verify_catches_a_wrong_physical_offset_field(tmp_path):
+    store = damaged_copy(tmp_path)
+    row = pick_row(lambda r: 1000 < r["commitLogOffset"] < 60000 and r["inConsumeQueue"])
+    offset = row["commitLogOffset"]
+    patch(store / "commitlog" / f"{0:020d}", offset + 28, struct.pack(">q", offset + 8))
+    problems = problems_of(store)
+    assert problems[0] == {
+        "file": f"commitlog/{0:020d}",
+        "offset": offset,
+        "what": f"PHYSICALOFFSET field says {offset + 8}, the record is at CommitLog "
+        f"offset {offset}",
+    }

@@ -355,11 +355,7 @@ class _Verifier:
         end = count * F
         positions = fields[codec.F_POS : end : F].tolist()
         physical = fields[codec.F_PHYSICAL_OFFSET : end : F].tolist()
-        if (
-            physical[0] != start + positions[0]
-            or physical[-1] != start + positions[-1]
-            or any(p != start + q for p, q in zip(physical, positions))
-        ):
+        if list(map(start.__add__, positions)) != physical:
             for p, q in zip(physical, positions):
                 if p != start + q:
                     self.problem(
