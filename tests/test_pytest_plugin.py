@@ -11,6 +11,31 @@ from pathlib import Path
 pytest_plugins = ["pytester"]
 
 
+def test_mq_producer_and_mq_consumer(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+        from mqstore import Message, SendStatus
+
+        def test_round_trip(mq_producer, mq_consumer):
+            mq_consumer.subscribe("Orders", "paid")
+            sent = [mq_producer.send(Message("Orders", b"o%d" % i, tags="paid")) for i in range(6)]
+            mq_producer.send(Message("Orders", b"skipped", tags="created"))
+            assert all(r.send_status is SendStatus.SEND_OK for r in sent)
+            got = mq_consumer.wait_for(6, timeout=10)
+            assert sorted(m.body for m in got) == [b"o%d" % i for i in range(6)]
+            assert {m.uniq_key for m in got} == {r.msg_id for r in sent}
+
+        def test_wait_for_times_out_with_the_count(mq_consumer):
+            mq_consumer.subscribe("Empty")
+            with pytest.raises(TimeoutError, match="received 0 of 1"):
+                mq_consumer.wait_for(1, timeout=0.2)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
 def test_mq_store_survives_reopen(pytester):
     pytester.makepyfile(
         """

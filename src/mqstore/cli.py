@@ -539,6 +539,10 @@ def cmd_replay(args) -> int:
     else:
         target_config = source_sizes
     _say(f"writing to {os.path.abspath(target_dir)}")
+    # A copy, not a broker: records are written as they were, nothing is delivered or
+    # checked back while replaying (the target's next normal open does that, and its
+    # start-up check skips delayed messages whose delivered copy was replayed too).
+    target_config = target_config.replace(**_NO_SERVICES)
     with MessageStore(target_dir, target_config) as target:
         try:
             count = replay(messages, store_sink(target), rate, tick)
@@ -600,6 +604,10 @@ def cmd_verify(args) -> int:
     return EXIT_OK if report.ok else EXIT_FOUND_NOTHING
 
 
+#: Opening a store to rebuild or fill it must not add records of its own.
+_NO_SERVICES = {"schedule_delivery_enable": False, "transaction_check_enable": False}
+
+
 def cmd_rebuild(args) -> int:
     from .lockfile import StoreLock
     from .store import MessageStore
@@ -626,7 +634,7 @@ def cmd_rebuild(args) -> int:
     finally:
         lock.release()
     started = time.monotonic()
-    with MessageStore(path, config) as store:
+    with MessageStore(path, config.replace(**_NO_SERVICES)) as store:
         report = store.recovery
         queues = sum(len(q) for q in store.topics().values())
     _say(

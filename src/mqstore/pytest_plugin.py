@@ -8,7 +8,10 @@ Fixtures:
 - ``mq_store_factory``: ``mq_store_factory(name="store", **overrides)`` opens more
   stores, or stores with other settings;
 - ``mq_store_options``: the StoreConfig settings every store of a test starts from;
-  override this fixture in a conftest.py to change them for a whole directory.
+  override this fixture in a conftest.py to change them for a whole directory;
+- ``mq_producer``: a Producer on ``mq_store``;
+- ``mq_consumer``: a push consumer on ``mq_store`` that collects what it receives:
+  ``mq_consumer.subscribe("Orders")``, then ``mq_consumer.wait_for(3)``.
 
 ``store.settle()`` waits until what was put is visible to `get` and
 `query_by_key` (dispatch is asynchronous, as in RocketMQ).
@@ -26,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -164,8 +168,72 @@ def mq_store(mq_store_factory: Callable[..., TestStore]) -> TestStore:
     return mq_store_factory()
 
 
-# Fixtures built on mq_store (producer and consumer facades) belong here: each takes
-# `mq_store` (or `mq_store_factory`) and wraps it; teardown is already handled.
+class MessageCollector:
+    """A push consumer that collects what it receives: `subscribe(topic, expr)`
+    starts it (group ``mq_test_consumer``, from the first offset); `messages` is
+    every message received, in arrival order; `wait_for(n)` blocks until n arrived."""
+
+    __test__ = False
+
+    def __init__(self, store: MessageStore, group: str = "mq_test_consumer") -> None:
+        from .client import ConsumeFromWhere, PushConsumer
+
+        self.messages: list = []
+        self._arrived = threading.Condition()
+        self.consumer = PushConsumer(store, group,
+                                     consume_from_where=ConsumeFromWhere.FIRST_OFFSET)
+        self.consumer.register(self._collect)
+
+    def _collect(self, msgs, context):
+        from .client import CONSUME_SUCCESS
+
+        with self._arrived:
+            self.messages.extend(msgs)
+            self._arrived.notify_all()
+        return CONSUME_SUCCESS
+
+    def subscribe(self, topic: str, expression: str = "*") -> MessageCollector:
+        """Receive `topic` (filtered by a tag expression or MessageSelector)."""
+        self.consumer.subscribe(topic, expression)
+        self.consumer.start()
+        return self
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list:
+        """The first `count` messages received; TimeoutError if fewer arrive within
+        `timeout` seconds."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.messages) >= count, timeout):
+                raise TimeoutError(
+                    f"received {len(self.messages)} of {count} messages in {timeout} s"
+                )
+            return self.messages[:count]
+
+    @property
+    def bodies(self) -> list:
+        return [m.body for m in self.messages]
+
+    def shutdown(self) -> None:
+        self.consumer.shutdown()
+
+
+@pytest.fixture
+def mq_producer(mq_store: TestStore):
+    """A Producer (group ``mq_test_producer``) on `mq_store`, shut down after the test."""
+    from .client import Producer
+
+    producer = Producer(mq_store, "mq_test_producer")
+    yield producer
+    producer.shutdown()
+
+
+@pytest.fixture
+def mq_consumer(mq_store: TestStore) -> Iterator[MessageCollector]:
+    """A MessageCollector on `mq_store`: ``mq_consumer.subscribe("T")``, then
+    ``mq_consumer.wait_for(3)``. Stopped after the test (and by `mq_store.reopen()`,
+    which closes the store it reads)."""
+    collector = MessageCollector(mq_store)
+    yield collector
+    collector.shutdown()
 
 
 def _keep(request: pytest.FixtureRequest, base: Path, basetemp: Path) -> None:
