@@ -129,10 +129,21 @@ class _ProcessQueue:
         """Chunk finished; the offset now safe to commit."""
         with self.lock:
             self.inflight_msgs -= self.inflight.pop(first, 0)
-            return self.committable()
+            return self._committable()
 
     def committable(self) -> int:
-        return min(self.inflight) if self.inflight else self.next_offset
+        with self.lock:  # min() over a dict other threads change
+            return self._committable()
+
+    def _committable(self) -> int:
+        """The first offset not yet consumed: the oldest chunk in flight (or pull in
+        progress), else the oldest buffered (orderly) message, else the next offset
+        to pull. Call with the lock held."""
+        if self.inflight:
+            return min(self.inflight)
+        if self.buffer:
+            return self.buffer[0].queue_offset
+        return self.next_offset
 
 
 class _ConsumerBase:
@@ -252,14 +263,21 @@ class _ConsumerBase:
         with self._assign_lock:
             for mq in [mq for mq in self._queues if mq not in wanted]:
                 pq = self._queues.pop(mq)
-                pq.dropped = True
-                self.offsets.commit(self.group, mq.topic, mq.queue_id, pq.committable())
+                with pq.lock:
+                    pq.dropped = True
+                    offset = self._release_offset(pq)
+                if offset is not None:
+                    self.offsets.commit(self.group, mq.topic, mq.queue_id, offset)
             for mq, selector in wanted.items():
                 pq = self._queues.get(mq)
                 if pq is None:
                     self._queues[mq] = _ProcessQueue(mq, self._start_offset(mq), selector)
                 else:
                     pq.selector = selector
+
+    def _release_offset(self, pq: _ProcessQueue) -> Optional[int]:
+        """The offset to commit for a queue taken away (its lock held), or None."""
+        return pq._committable()
 
     def _start_offset(self, mq: MessageQueue) -> int:
         committed = self.offsets.query(self.group, mq.topic, mq.queue_id)
@@ -276,8 +294,9 @@ class _ConsumerBase:
     # -- offsets ------------------------------------------------------------------
 
     def _commit_pq(self, pq: _ProcessQueue) -> None:
+        offset = pq.committable()
         if not pq.dropped:
-            self.offsets.commit(self.group, pq.mq.topic, pq.mq.queue_id, pq.committable())
+            self.offsets.commit(self.group, pq.mq.topic, pq.mq.queue_id, offset)
 
     def persist_offsets(self) -> None:
         """Commit every assigned queue's progress and save it to disk now."""
@@ -331,7 +350,8 @@ class _ConsumerBase:
                 old = self._queues.get(mq)
                 if old is None:
                     continue
-                old.dropped = True  # in-flight results no longer move the offset
+                with old.lock:
+                    old.dropped = True  # in-flight results no longer move the offset
                 pq = self._queues[mq] = _ProcessQueue(mq, offset, old.selector)
                 pq.paused = old.paused
                 self.offsets.commit(self.group, mq.topic, mq.queue_id, offset)
@@ -347,6 +367,15 @@ class _ConsumerBase:
     def _pull(self, pq: _ProcessQueue, max_msgs: int) -> List[MessageExt]:
         """Messages of one queue from its next offset (filtered), advancing it."""
         mq = pq.mq
+        if pq.selector.tags is None:
+            # Without a tag filter, ask for no more than the queue holds: the store then
+            # has no reason to read on past the units it found (see the report on
+            # reader.read_queue's stale CommitLog bound), and an idle queue costs no get.
+            available = self.store.max_offset(mq.topic, mq.queue_id) - pq.next_offset
+            if available == 0:
+                return []
+            if available > 0:
+                max_msgs = min(max_msgs, available)
         got = self.store.get(mq.topic, mq.queue_id, pq.next_offset, max_msgs,
                              pq.selector.tag_expression)
         status = got.status
@@ -516,10 +545,15 @@ class PushConsumer(_ConsumerBase):
             timer.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._started:
+            # Commit this member's progress and release its queues before the others
+            # take them over, so they start where this one stopped.
+            with self._assign_lock:
+                self._set_assignment({})
+            if not self.store.closed:
+                self.offsets.persist()
         if self._started and self.model is MessageModel.CLUSTERING:
             self._registry.leave(self)
-        if self._started and not self.store.closed:
-            self.persist_offsets()
 
     def __enter__(self) -> PushConsumer:
         return self.start()
@@ -549,6 +583,9 @@ class PushConsumer(_ConsumerBase):
                         queues = list(self._queues.values())
                     ready = [pq for pq in queues if not self._throttled(pq)]
                     timeout = 0.5 if len(ready) == len(queues) else 0.01
+                    # wake in time for the next offset persist and rebalance
+                    timeout = max(0.001, min(timeout, next_persist - now,
+                                             next_rebalance - now))
                     self.store.dispatcher.wait_for_arrival(
                         lambda ready=ready, v=seen_version: (
                             self._closed or topics.version != v or self._has_new(ready)
@@ -578,22 +615,38 @@ class PushConsumer(_ConsumerBase):
                 break
             if pq.dropped or pq.paused or self._throttled(pq):
                 continue
-            before = pq.next_offset
-            messages = self._pull(pq, self.pull_batch_size)
+            # While a pull runs, its start offset counts as in flight: a rebalance
+            # dropping the queue meanwhile must not commit the advanced next offset
+            # before the pulled messages are registered (they would be lost).
+            with pq.lock:
+                if pq.dropped:
+                    continue
+                before = pq.next_offset
+                pq.inflight[before] = 0
+            try:
+                messages = self._pull(pq, self.pull_batch_size)
+            except BaseException:
+                with pq.lock:
+                    del pq.inflight[before]
+                raise
             if pq.next_offset != before:
                 moved = True
-            if not messages:
-                continue
-            if self._orderly:
-                with pq.lock:
+            with pq.lock:
+                del pq.inflight[before]
+                if not messages or pq.dropped:
+                    continue
+                first = messages[0].queue_offset
+                if self._orderly:
                     pq.buffer.extend(messages)
                     start = not pq.consuming
                     pq.consuming = True
+                else:
+                    pq.inflight[first] = len(messages)
+                    pq.inflight_msgs += len(messages)
+            if self._orderly:
                 if start:
                     self._submit(self._drain_orderly, pq)
             else:
-                first = messages[0].queue_offset
-                pq.add(first, len(messages))
                 chunk = next(self._chunk_ids)
                 with self._running_lock:
                     self._running[chunk] = [None, pq, messages, first, False]
@@ -624,24 +677,28 @@ class PushConsumer(_ConsumerBase):
         later: List[tuple] = []
         context = ConsumeContext(pq.mq)
         size = self.batch_size
+        succeeded = 0
+        retry = pq.mq.topic.startswith(RETRY_GROUP_TOPIC_PREFIX)  # one queue per chunk
         for i in range(0, len(messages), size):
             if pq.dropped:
                 break
             batch = messages[i : i + size]
-            shown = [_restore_retry_topic(m, self.group) for m in batch]
+            shown = [_restore_retry_topic(m, self.group) for m in batch] if retry else batch
             context.delay_level_when_next_consume = 0
             status = self._call(shown, context)
             if status is CONSUME_SUCCESS:
-                self.consumed += len(batch)
+                succeeded += len(batch)
             else:
                 level = context.delay_level_when_next_consume
                 later.extend((m, level) for m in batch)
         with self._running_lock:
             entry = self._running.pop(chunk, None)
-        if entry is None or entry[4]:
-            return  # expired meanwhile: already sent back and released
+            if entry is None or entry[4]:
+                return  # expired meanwhile: already sent back and released; ignored
+            self.consumed += succeeded
+            if later and not pq.dropped:
+                self.reconsumed += len(later)
         if later and not pq.dropped:
-            self.reconsumed += len(later)
             failed = [m for m, level in later if not self._send_back(m, level)]
             if failed:
                 self._consume_later(pq, failed, first)
@@ -768,10 +825,12 @@ class PushConsumer(_ConsumerBase):
             shown = [_restore_retry_topic(m, self.group) for m in batch]
             status = self._call(shown, context)
             if status is CONSUME_SUCCESS:
-                self.consumed += len(batch)
+                with self._running_lock:
+                    self.consumed += len(batch)
                 self._orderly_done(pq, len(batch))
                 continue
-            self.reconsumed += len(batch)
+            with self._running_lock:
+                self.reconsumed += len(batch)
             if any(m.reconsume_times >= self.max_reconsume_times for m in batch):
                 for m in batch:
                     self._send_back(m, -1)  # to the dead-letter queue
@@ -786,7 +845,7 @@ class PushConsumer(_ConsumerBase):
     def _orderly_done(self, pq: _ProcessQueue, count: int) -> None:
         with pq.lock:
             del pq.buffer[:count]
-            offset = pq.buffer[0].queue_offset if pq.buffer else pq.next_offset
+            offset = pq._committable()
         if not pq.dropped:
             self.offsets.commit(self.group, pq.mq.topic, pq.mq.queue_id, offset)
 
@@ -799,15 +858,6 @@ class PushConsumer(_ConsumerBase):
         timer.daemon = True
         self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         timer.start()
-
-    def _commit_pq(self, pq: _ProcessQueue) -> None:
-        if self._orderly:
-            with pq.lock:
-                offset = pq.buffer[0].queue_offset if pq.buffer else pq.next_offset
-            if not pq.dropped:
-                self.offsets.commit(self.group, pq.mq.topic, pq.mq.queue_id, offset)
-            return
-        super()._commit_pq(pq)
 
 
 class PullConsumer(_ConsumerBase):
@@ -907,7 +957,7 @@ class PullConsumer(_ConsumerBase):
                 )
 
     def _commit_polled(self) -> None:
-        for mq, offset in self._polled.items():
+        for mq, offset in list(self._polled.items()):  # a rebalance may pop entries
             pq = self._queues.get(mq)
             if pq is not None and not pq.dropped:
                 self.offsets.commit(self.group, mq.topic, mq.queue_id, offset)
@@ -921,6 +971,14 @@ class PullConsumer(_ConsumerBase):
 
     def _commit_pq(self, pq: _ProcessQueue) -> None:
         pass  # a pull consumer commits what poll returned, not what it fetched
+
+    def _release_offset(self, pq: _ProcessQueue) -> Optional[int]:
+        # A queue taken away keeps its committed offset: with auto-commit, what poll
+        # returned is committed now; without, only commit() moves it (messages polled
+        # but not committed are delivered again to the new owner).
+        if self.auto_commit:
+            return self._polled.pop(pq.mq, None)
+        return None
 
     def persist_offsets(self) -> None:
         self.offsets.persist()
