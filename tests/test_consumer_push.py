@@ -567,3 +567,42 @@ def test_reset_offset_forward_skips(small_store):
     time.sleep(0.2)
     consumer.shutdown()
     assert got == [6, 7, 8, 9]
+
+
+def test_last_offset_reads_a_young_queue_from_zero_as_rocketmq(small_store):
+    """RocketMQ 4.9.8: a new group with CONSUME_FROM_LAST_OFFSET reads a queue from 0
+    while its first message is still within the memory window, so the messages that
+    created a topic just before the consumer started are not skipped."""
+    store = small_store()
+    producer = Producer(store, "pg")
+    sent = [producer.send(Message("Young", b"m%d" % i), queue=0).msg_id for i in range(3)]
+    recorder = Recorder()
+    consumer = PushConsumer(store, "late_group",
+                            consume_from_where=ConsumeFromWhere.LAST_OFFSET)
+    consumer.subscribe("Young")
+    consumer.register(recorder.listener(0))
+    consumer.start()
+    try:
+        assert wait_until(lambda: len(recorder.deliveries) >= 3)
+        assert sorted(recorder.keys()) == sorted(sent)
+    finally:
+        consumer.shutdown()
+
+
+def test_last_offset_skips_what_a_queue_held_once_its_start_was_deleted(small_store):
+    store = small_store()
+    producer = Producer(store, "pg")
+    for i in range(3):
+        producer.send(Message("Old", b"m%d" % i), queue=0)
+    store.dispatcher.wait_for_arrival(lambda: store.max_offset("Old", 0) == 3, 5)
+    queue = store.consume_queue("Old", 0)
+    queue.min_logic_offset = 2 * 20  # as retention leaves it: units below 2 are gone
+    consumer = PushConsumer(store, "late_group", consume_from_where=ConsumeFromWhere.LAST_OFFSET)
+    consumer.subscribe("Old")
+    consumer.register(lambda msgs, ctx: CONSUME_SUCCESS)
+    consumer.start()
+    try:
+        (mq,) = [mq for mq in consumer.assignment() if mq.topic == "Old" and mq.queue_id == 0]
+        assert consumer._queues[mq].next_offset == 3
+    finally:
+        consumer.shutdown()

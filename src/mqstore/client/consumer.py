@@ -289,7 +289,27 @@ class _ConsumerBase:
             return store.min_offset(mq.topic, mq.queue_id)
         if where is ConsumeFromWhere.TIMESTAMP:
             return store.offset_by_time(mq.topic, mq.queue_id, self.consume_timestamp)
+        if self._young_queue(mq):
+            return 0
         return store.max_offset(mq.topic, mq.queue_id)
+
+    def _young_queue(self, mq: MessageQueue) -> bool:
+        """RocketMQ 4.9.8's exception to LAST_OFFSET for a new group: a queue that
+        still starts at offset 0 with its first message within the memory window
+        (`accessMessageInMemoryMaxRatio`, 40% of RAM, behind the CommitLog's end) is
+        read from 0, so the first messages of a new topic are not skipped."""
+        store = self.store
+        if store.min_offset(mq.topic, mq.queue_id) > 0:
+            return False
+        queue = store._consume_queues.get((mq.topic, mq.queue_id))
+        unit = queue.unit(0) if queue is not None else None
+        if unit is None:
+            return True  # empty: the first message to come is the one to read
+        try:
+            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            memory = 1 << 30
+        return store.max_commitlog_offset() - unit[0] <= memory * 40 // 100
 
     # -- offsets ------------------------------------------------------------------
 
