@@ -41,15 +41,14 @@ def emit(text: str) -> None:
     data = text.encode()
     with _lock:
         while data:
-            data = data[os.write(1, data):]
+            data = data[os.write(1, data) :]
 
 
 def writer(store: MessageStore, thread_no: int) -> None:
     i = 0
     while True:
         queue_id = i % QUEUES
-        result = store.put(Message(TOPIC, body_for(queue_id, i, thread_no), keys=f"k{i}"),
-                           queue_id)
+        result = store.put(Message(TOPIC, body_for(queue_id, i, thread_no), keys=f"k{i}"), queue_id)
         if result.status is PutStatus.PUT_OK:
             emit(f"ACK {queue_id} {result.commitlog_offset} {result.queue_offset}\n")
         i += 1

@@ -90,8 +90,12 @@ def retention_store(small_store):
         overrides.setdefault("delete_commit_log_files_interval", 0)
         overrides.setdefault("delete_consume_queue_files_interval", 0)
         overrides.setdefault("mapped_file_size_consume_queue", 100 * 20)
-        store = small_store(path, clock=clock or Clock(time.time_ns() // 1_000_000),
-                            disk_usage=disk or Disk(), **overrides)
+        store = small_store(
+            path,
+            clock=clock or Clock(time.time_ns() // 1_000_000),
+            disk_usage=disk or Disk(),
+            **overrides,
+        )
         return store
 
     return make
@@ -130,12 +134,17 @@ def test_invalid_retention_settings_name_the_field(field, value):
 
 def test_retention_defaults_are_rocketmq_s():
     config = StoreConfig()
-    assert (config.file_reserved_time, config.delete_when, config.disk_max_used_space_ratio,
-            config.disk_space_warning_level_ratio, config.disk_space_clean_forcibly_ratio,
-            config.clean_resource_interval, config.delete_file_batch_max,
-            config.delete_commit_log_files_interval,
-            config.destroy_mapped_file_interval_forcibly) == (
-        72, "04", 75, 90, 85, 10_000, 10, 100, 120_000)
+    assert (
+        config.file_reserved_time,
+        config.delete_when,
+        config.disk_max_used_space_ratio,
+        config.disk_space_warning_level_ratio,
+        config.disk_space_clean_forcibly_ratio,
+        config.clean_resource_interval,
+        config.delete_file_batch_max,
+        config.delete_commit_log_files_interval,
+        config.destroy_mapped_file_interval_forcibly,
+    ) == (72, "04", 75, 90, 85, 10_000, 10, 100, 120_000)
     StoreConfig(delete_when="01;13", disk_space_warning_level_ratio=35)  # valid edges
 
 
@@ -145,8 +154,9 @@ def test_retention_defaults_are_rocketmq_s():
 def test_expired_files_go_only_at_a_delete_hour(retention_store, store_dir):
     clock = Clock(time.time_ns() // 1_000_000)
     start = clock.now
-    store = retention_store(clock=clock, file_reserved_time=1,
-                            delete_when=f"{local_hour(start + 3 * HOUR_MS):02d}")
+    store = retention_store(
+        clock=clock, file_reserved_time=1, delete_when=f"{local_hour(start + 3 * HOUR_MS):02d}"
+    )
     fill(store, 900)
     before = commitlog_files(store)
     assert len(before) >= 5
@@ -163,8 +173,9 @@ def test_expired_files_go_only_at_a_delete_hour(retention_store, store_dir):
 
 def test_unexpired_files_stay_at_the_delete_hour(retention_store, store_dir):
     clock = Clock(time.time_ns() // 1_000_000)
-    store = retention_store(clock=clock, file_reserved_time=72,
-                            delete_when=f"{local_hour(clock.now):02d}")
+    store = retention_store(
+        clock=clock, file_reserved_time=72, delete_when=f"{local_hour(clock.now):02d}"
+    )
     fill(store, 600)
     before = commitlog_files(store)
     result = store._retention.run()
@@ -179,9 +190,13 @@ def test_disk_ratio_makes_cleanup_run_and_then_forces_it(retention_store, store_
     clock = Clock(time.time_ns() // 1_000_000)
     disk = Disk(0.10)
     # never a delete hour: the hour after the current one is the only one listed
-    store = retention_store(clock=clock, disk=disk, file_reserved_time=1,
-                            delete_when=f"{local_hour(clock.now + HOUR_MS):02d}",
-                            delete_file_batch_max=3)
+    store = retention_store(
+        clock=clock,
+        disk=disk,
+        file_reserved_time=1,
+        delete_when=f"{local_hour(clock.now + HOUR_MS):02d}",
+        delete_file_batch_max=3,
+    )
     fill(store, 1200)
     before = commitlog_files(store)
     assert len(before) >= 8
@@ -194,8 +209,9 @@ def test_disk_ratio_makes_cleanup_run_and_then_forces_it(retention_store, store_
     assert result.forced and len(result.commitlog_files) == 3  # delete_file_batch_max
     assert commitlog_files(store) == before[3:]
     assert store.disk_full is None  # 86% is not full (90)
-    with_forcing_off = retention_store(path=store_dir.parent / "other", clock=clock,
-                                       disk=disk, clean_file_forcibly_enable=False)
+    with_forcing_off = retention_store(
+        path=store_dir.parent / "other", clock=clock, disk=disk, clean_file_forcibly_enable=False
+    )
     fill(with_forcing_off, 400)
     assert with_forcing_off._retention.run().commitlog_files == []
 
@@ -257,15 +273,17 @@ def test_queue_min_offsets_and_files_follow_the_commitlog(retention_store, store
     # first one left still reaches it
     cq_after = sorted(os.listdir(cq_dir))
     assert len(cq_after) < len(cq_before)
-    assert all(str(cq_dir / name) in result.consume_queue_files
-               for name in set(cq_before) - set(cq_after))
+    assert all(
+        str(cq_dir / name) in result.consume_queue_files for name in set(cq_before) - set(cq_after)
+    )
     minimum0 = store.min_offset(TOPIC, 0)
     assert int(cq_after[0]) <= minimum0 * 20 < int(cq_after[0]) + 2000
     # index files wholly below the minimum went, never the last one
     index_after = sorted(os.listdir(store_dir / "index"))
     assert index_after and index_after[-1] == index_before[-1]
     assert [os.path.basename(p) for p in result.index_files] == index_before[
-        : len(index_before) - len(index_after)]
+        : len(index_before) - len(index_after)
+    ]
 
 
 def test_deleted_messages_are_not_found_by_key_or_id(retention_store):
@@ -311,8 +329,9 @@ def test_reopen_after_kill_during_cleanup_recovers(tmp_path):
 
     store_dir = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    child = subprocess.Popen([sys.executable, str(WRITER), str(store_dir)],
-                             stdout=subprocess.PIPE, env=env)
+    child = subprocess.Popen(
+        [sys.executable, str(WRITER), str(store_dir)], stdout=subprocess.PIPE, env=env
+    )
     assert child.stdout.readline() == b"READY\n"
     time.sleep(1.0 + random.random())
     child.send_signal(signal.SIGKILL)
@@ -352,8 +371,9 @@ def test_reopen_after_kill_during_cleanup_recovers(tmp_path):
 
 def test_held_file_is_deleted_only_after_the_forcible_interval(retention_store, store_dir):
     clock = Clock(time.time_ns() // 1_000_000)
-    store = retention_store(clock=clock, file_reserved_time=0,
-                            destroy_mapped_file_interval_forcibly=120_000)
+    store = retention_store(
+        clock=clock, file_reserved_time=0, destroy_mapped_file_interval_forcibly=120_000
+    )
     fill(store, 600)
     queue = store.commitlog.queue
     first = queue.files[0]
@@ -394,9 +414,14 @@ def test_concurrent_readers_during_cleanup(retention_store, fast_thread_switchin
     stop = threading.Event()
     errors = []
     seen = [0]
-    ok_statuses = {GetStatus.FOUND, GetStatus.OFFSET_TOO_SMALL, GetStatus.OFFSET_FOUND_NULL,
-                   GetStatus.MESSAGE_WAS_REMOVING, GetStatus.OFFSET_OVERFLOW_ONE,
-                   GetStatus.NO_MATCHED_MESSAGE}
+    ok_statuses = {
+        GetStatus.FOUND,
+        GetStatus.OFFSET_TOO_SMALL,
+        GetStatus.OFFSET_FOUND_NULL,
+        GetStatus.MESSAGE_WAS_REMOVING,
+        GetStatus.OFFSET_OVERFLOW_ONE,
+        GetStatus.NO_MATCHED_MESSAGE,
+    }
 
     def reader(seed):
         rng = random.Random(seed)
@@ -404,8 +429,9 @@ def test_concurrent_readers_during_cleanup(retention_store, fast_thread_switchin
             while not stop.is_set():
                 queue_id = rng.randrange(2)
                 top = store.max_offset(TOPIC, queue_id)
-                offset = rng.choice([0, store.min_offset(TOPIC, queue_id),
-                                     rng.randrange(max(top, 1))])
+                offset = rng.choice(
+                    [0, store.min_offset(TOPIC, queue_id), rng.randrange(max(top, 1))]
+                )
                 result = store.get(TOPIC, queue_id, offset, 8)
                 assert result.status in ok_statuses, result
                 for message in result.messages:
@@ -435,8 +461,13 @@ def test_concurrent_readers_during_cleanup(retention_store, fast_thread_switchin
 
 
 def test_scheduler_cleans_by_itself_and_close_stops_it(small_store, store_dir):
-    store = small_store(file_reserved_time=0, delete_when=ALL_HOURS, clean_resource_interval=30,
-                        delete_commit_log_files_interval=0, disk_usage=Disk())
+    store = small_store(
+        file_reserved_time=0,
+        delete_when=ALL_HOURS,
+        clean_resource_interval=30,
+        delete_commit_log_files_interval=0,
+        disk_usage=Disk(),
+    )
     fill(store, 900)
     deadline = time.monotonic() + 5
     while store.min_commitlog_offset() == 0:
@@ -489,8 +520,11 @@ def _mount_tmpfs(path: Path, size: str) -> str:
     if os.geteuid() != 0:
         return "mounting a tmpfs needs root"
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     return "" if done.returncode == 0 else f"mount failed: {done.stderr.strip()}"
 
 
@@ -510,9 +544,14 @@ def test_filling_a_real_small_disk(tiny_fs, small_store):
     SERVICE_NOT_AVAILABLE once more than 90% is used (before the disk is really full),
     every acknowledged message survives a reopen, and writing resumes after cleanup."""
     store_dir = tiny_fs / "store"
-    settings = dict(mapped_file_size_consume_queue=100 * 20, clean_resource_interval=3_600_000,
-                    delete_commit_log_files_interval=0, delete_consume_queue_files_interval=0,
-                    file_reserved_time=0, preallocate_mapped_file=False)
+    settings = dict(
+        mapped_file_size_consume_queue=100 * 20,
+        clean_resource_interval=3_600_000,
+        delete_commit_log_files_interval=0,
+        delete_consume_queue_files_interval=0,
+        file_reserved_time=0,
+        preallocate_mapped_file=False,
+    )
     store = small_store(store_dir, **settings)
     acked = []
     refused = None
@@ -551,8 +590,12 @@ def test_enospc_creating_a_file_leaves_no_torn_record(tiny_fs, small_store):
     new CommitLog file on a really full disk gets CREATE_MAPPED_FILE_FAILED; every
     earlier acknowledged message reads back after a reopen and nothing is torn."""
     store_dir = tiny_fs / "store"
-    settings = dict(mapped_file_size_consume_queue=100 * 20, disk_usage=Disk(0.10),
-                    preallocate_mapped_file=False, clean_resource_interval=3_600_000)
+    settings = dict(
+        mapped_file_size_consume_queue=100 * 20,
+        disk_usage=Disk(0.10),
+        preallocate_mapped_file=False,
+        clean_resource_interval=3_600_000,
+    )
     store = small_store(store_dir, **settings)
     store.put(Message(TOPIC, b"first"), 0)
     wait_dispatched(store)

@@ -55,8 +55,13 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def add(self, name: str, interval_ms: int, fn: Callable[[], object],
-            first_delay_ms: Optional[int] = None) -> None:
+    def add(
+        self,
+        name: str,
+        interval_ms: int,
+        fn: Callable[[], object],
+        first_delay_ms: Optional[int] = None,
+    ) -> None:
         delay = interval_ms if first_delay_ms is None else first_delay_ms
         self._tasks.append([time.monotonic() + delay / 1000, interval_ms / 1000, fn, name])
 
@@ -140,9 +145,11 @@ class RetentionService:
         warning = config.disk_space_warning_level_ratio / 100
         forcibly = config.disk_space_clean_forcibly_ratio / 100
         if ratio > warning:
-            reason = (f"disk full: {ratio:.0%} of the store's partition is used, more than "
-                      f"disk_space_warning_level_ratio {config.disk_space_warning_level_ratio}%;"
-                      " writes resume once cleanup brings it below")
+            reason = (
+                f"disk full: {ratio:.0%} of the store's partition is used, more than "
+                f"disk_space_warning_level_ratio {config.disk_space_warning_level_ratio}%;"
+                " writes resume once cleanup brings it below"
+            )
             if self.disk_full_reason is None:
                 log.error("%s: %s", self.store.path, reason)
             self._set_disk_full(reason)
@@ -150,8 +157,9 @@ class RetentionService:
         else:
             self.clean_immediately = ratio > forcibly
             if self.disk_full_reason is not None:
-                log.warning("%s: disk use %.0f%%, writes accepted again", self.store.path,
-                            ratio * 100)
+                log.warning(
+                    "%s: disk use %.0f%%, writes accepted again", self.store.path, ratio * 100
+                )
                 self._set_disk_full(None)
         return ratio
 
@@ -176,11 +184,17 @@ class RetentionService:
         self.last_result = result
         self.files_deleted += len(result.deleted)
         if result.deleted:
-            log.info("%s: cleanup (%s%s) deleted %d CommitLog, %d ConsumeQueue, %d index "
-                     "files; CommitLog now starts at %d", self.store.path,
-                     result.reason or "retry", ", forced" if result.forced else "",
-                     len(result.commitlog_files), len(result.consume_queue_files),
-                     len(result.index_files), result.commitlog_min_offset)
+            log.info(
+                "%s: cleanup (%s%s) deleted %d CommitLog, %d ConsumeQueue, %d index "
+                "files; CommitLog now starts at %d",
+                self.store.path,
+                result.reason or "retry",
+                ", forced" if result.forced else "",
+                len(result.commitlog_files),
+                len(result.consume_queue_files),
+                len(result.index_files),
+                result.commitlog_min_offset,
+            )
         return result
 
     def _run(self, manual: bool, force: bool) -> CleanupResult:

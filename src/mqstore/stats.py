@@ -13,8 +13,26 @@ from typing import Deque, Dict, Optional, Tuple
 from .diskspace import partition_used_ratio
 
 #: upper bounds (microseconds) of the put-latency buckets; the last bucket is open
-LATENCY_BUCKETS_US: Tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
-                                       4096, 8192, 16384, 65536, 262144, 1048576)
+LATENCY_BUCKETS_US: Tuple[int, ...] = (
+    1,
+    2,
+    4,
+    8,
+    16,
+    32,
+    64,
+    128,
+    256,
+    512,
+    1024,
+    2048,
+    4096,
+    8192,
+    16384,
+    65536,
+    262144,
+    1048576,
+)
 #: puts timed each time the sampler arms (once per SAMPLE_INTERVAL_MS)
 SAMPLES_PER_ROUND = 64
 SAMPLE_INTERVAL_MS = 1000
@@ -92,13 +110,15 @@ class StoreStats:
     def summary(self) -> str:
         """The one-line form logged every `stats_log_interval` ms."""
         p50, p99 = self.put_latency.percentile(50), self.put_latency.percentile(99)
-        return (f"put {self.put_messages} msgs {self.put_bytes} B {self.put_tps:.0f}/s "
-                f"(p50<={p50}us p99<={p99}us, {self.put_latency.samples} sampled), "
-                f"get {self.get_messages} msgs {self.get_tps:.0f}/s, dispatch lag "
-                f"{self.dispatch_lag_bytes} B, commitlog [{self.commitlog_min_offset}, "
-                f"{self.commitlog_max_offset}), disk {self.disk_used_ratio:.0%}"
-                f"{' FULL' if self.disk_full else ''}, {len(self.queues)} queues, "
-                f"{self.files_deleted} files deleted")
+        return (
+            f"put {self.put_messages} msgs {self.put_bytes} B {self.put_tps:.0f}/s "
+            f"(p50<={p50}us p99<={p99}us, {self.put_latency.samples} sampled), "
+            f"get {self.get_messages} msgs {self.get_tps:.0f}/s, dispatch lag "
+            f"{self.dispatch_lag_bytes} B, commitlog [{self.commitlog_min_offset}, "
+            f"{self.commitlog_max_offset}), disk {self.disk_used_ratio:.0%}"
+            f"{' FULL' if self.disk_full else ''}, {len(self.queues)} queues, "
+            f"{self.files_deleted} files deleted"
+        )
 
 
 class StatsCollector:
@@ -188,8 +208,9 @@ class StatsCollector:
             dispatch_lag_bytes=lag,
             commitlog_min_offset=commitlog.min_offset(),
             commitlog_max_offset=max_offset,
-            disk_used_ratio=(retention.disk_used_ratio if retention
-                             else partition_used_ratio(store.path)),
+            disk_used_ratio=(
+                retention.disk_used_ratio if retention else partition_used_ratio(store.path)
+            ),
             disk_full=bool(retention and retention.disk_full_reason),
             files_deleted=retention.files_deleted if retention else 0,
             queues=dict(sorted(queues.items())),
