@@ -635,3 +635,33 @@ def test_enospc_creating_a_file_leaves_no_torn_record(tiny_fs, small_store):
         offset = result.next_begin_offset
     assert got == acked
     assert store.put(Message(TOPIC, b"later"), 0).ok
+
+
+def test_read_only_follower_lets_go_of_deleted_files(retention_store, store_dir):
+    writer = retention_store(file_reserved_time=0)
+    put = fill(writer, 1200)
+    writer.flush()
+    reader = MessageStore.open_readonly(
+        store_dir,
+        mapped_file_size_commitlog=64 * 1024,
+        mapped_file_size_consume_queue=2000,
+        max_hash_slot_num=512,
+        max_index_num=2048,
+    )
+    try:
+        old_files = list(reader.commitlog.queue.files)
+        old_cq = list(reader.consume_queue(TOPIC, 0).queue.files)
+        assert reader.min_offset(TOPIC, 0) == 0
+        writer.delete_expired_files(force=True)
+        reader.refresh()
+        assert reader.min_commitlog_offset() == writer.min_commitlog_offset() > 0
+        for queue_id in put:
+            assert reader.min_offset(TOPIC, queue_id) == writer.min_offset(TOPIC, queue_id)
+            assert reader.get(TOPIC, queue_id, 0).status is GetStatus.OFFSET_TOO_SMALL
+        # the mappings of deleted files are gone, so the file system can free them
+        assert all(m.is_closed for m in old_files[:-1])
+        assert old_cq[0].is_closed
+        assert reader.query_by_key(TOPIC, "key0") == []
+        assert reader.query_by_key(TOPIC, "key1199")
+    finally:
+        reader.close()

@@ -292,6 +292,7 @@ class CommitLog:
         """Read-only: take in what a live writer appended since the last look (new
         records in the last file, new files). Returns the new end offset."""
         queue = self.queue
+        queue.forget_deleted_head()  # the writer's cleanup deleted them
         end = queue.max_offset()
         queue.map_new_files()
         mapped = queue.find_by_offset(end)

@@ -66,7 +66,9 @@ class ConsumeQueue:
         self._refresh_max_physic_offset()
 
     def follow(self) -> None:
-        """Read-only: take in units a live writer appended since the last look."""
+        """Read-only: take in units a live writer appended since the last look (and
+        let go of files its cleanup deleted)."""
+        self.queue.forget_deleted_head()
         self.queue.map_new_files()
         files = self.queue.files
         for index, mapped in enumerate(files):

@@ -213,6 +213,14 @@ class IndexService:
         """Read-only: map index files another process created since the last look."""
         if self.in_memory or not os.path.isdir(self.directory):
             return
+        gone = 0
+        while gone < len(self.files) - 1 and not os.path.exists(self.files[gone].path):
+            gone += 1  # deleted by the writer's cleanup: let go of the mapping
+        if gone:
+            with self._lock:
+                dropped, self.files = self.files[:gone], self.files[gone:]
+            for index_file in dropped:
+                index_file.shutdown()
         known = {os.path.basename(f.path) for f in self.files}
         size = index_file_size(self.slot_num, self.index_num)
         for name in sorted(os.listdir(self.directory)):

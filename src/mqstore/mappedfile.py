@@ -590,6 +590,20 @@ class MappedFileQueue:
         if files and self.flushed_where < files[0].file_from_offset:
             self.flushed_where = self.committed_where = files[0].file_from_offset
 
+    def forget_deleted_head(self) -> int:
+        """Read-only: let go of leading files another process's cleanup deleted, so
+        their blocks are freed once no reader holds them (never the last file).
+        Returns how many were dropped."""
+        files = self.files
+        gone = 0
+        while gone < len(files) - 1 and not os.path.exists(files[gone].path):
+            gone += 1
+        if gone:
+            self.files = files[gone:]
+            for mapped in files[:gone]:
+                mapped.shutdown()
+        return gone
+
     def shutdown(self) -> None:
         for mapped in self.files:
             mapped.shutdown()

@@ -739,6 +739,9 @@ class MessageStore:
             self._consume_queues[key].recover()
         if self.index is not None:
             self.index.map_new_files()
+        commitlog_min = self.commitlog.min_offset()  # moved when the writer cleaned up
+        for queue in list(self._consume_queues.values()):
+            queue.correct_min_offset(commitlog_min)
 
     def min_commitlog_offset(self) -> int:
         return self.commitlog.min_offset()
