@@ -146,7 +146,7 @@ class RetentionService:
         forcibly = config.disk_space_clean_forcibly_ratio / 100
         if ratio > warning:
             reason = (
-                f"disk full: {ratio:.0%} of the store's partition is used, more than "
+                f"disk full: {ratio:.1%} of the store's partition is used, more than "
                 f"disk_space_warning_level_ratio {config.disk_space_warning_level_ratio}%;"
                 " writes resume once cleanup brings it below"
             )
@@ -158,7 +158,7 @@ class RetentionService:
             self.clean_immediately = ratio > forcibly
             if self.disk_full_reason is not None:
                 log.warning(
-                    "%s: disk use %.0f%%, writes accepted again", self.store.path, ratio * 100
+                    "%s: disk use %.1f%%, writes accepted again", self.store.path, ratio * 100
                 )
                 self._set_disk_full(None)
         return ratio
@@ -239,6 +239,8 @@ class RetentionService:
             if mapped.file_from_offset + file_size > dispatcher.reput_from_offset:
                 break  # not fully dispatched yet
             if mapped.is_available:  # (else: a deletion already under way)
+                if not result.reason:
+                    break  # a pass only retrying a pending first file
                 try:
                     mtime_ms = os.stat(mapped.path).st_mtime_ns // 1_000_000
                 except OSError:
