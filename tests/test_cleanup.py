@@ -407,7 +407,7 @@ def test_held_file_is_deleted_only_after_the_forcible_interval(retention_store, 
 
 def test_file_released_before_the_interval_goes_at_the_next_pass(retention_store):
     clock = Clock(time.time_ns() // 1_000_000)
-    not_now = f"{local_hour(clock.now + HOUR_MS):02d}"
+    not_now = f"{local_hour(clock.now + 2 * HOUR_MS):02d}"
     store = retention_store(clock=clock, file_reserved_time=0, delete_when=not_now)
     fill(store, 600)
     first = store.commitlog.queue.files[0]
@@ -415,7 +415,9 @@ def test_file_released_before_the_interval_goes_at_the_next_pass(retention_store
     assert store.delete_expired_files(force=True).pending_files == [first.path]
     first.release()
     assert first.is_closed  # the last holder unmapped it
-    # a scheduled pass outside the delete hour retries only the pending first file
+    # a scheduled pass outside the delete hour retries only the pending first file,
+    # though the files after it have expired too
+    clock.now += 60_000
     result = store._retention.run()
     assert result.reason == "" and result.commitlog_files == [first.path]
     assert not os.path.exists(first.path)
