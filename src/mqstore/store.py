@@ -737,11 +737,14 @@ class MessageStore:
         self._load_consume_queues(skip=known)
         for key in set(self._consume_queues) - known:
             self._consume_queues[key].recover()
+            self._consume_queues[key].correct_min_offset(self.commitlog.min_offset())
         if self.index is not None:
             self.index.map_new_files()
-        commitlog_min = self.commitlog.min_offset()  # moved when the writer cleaned up
-        for queue in list(self._consume_queues.values()):
-            queue.correct_min_offset(commitlog_min)
+        commitlog_min = self.commitlog.min_offset()
+        if commitlog_min != self._followed_min:  # the writer's cleanup deleted files
+            self._followed_min = commitlog_min
+            for queue in list(self._consume_queues.values()):
+                queue.correct_min_offset(commitlog_min)
 
     def min_commitlog_offset(self) -> int:
         return self.commitlog.min_offset()
@@ -758,6 +761,7 @@ class MessageStore:
         measured once now and again at every CommitLog file roll."""
         self._append_lock = threading.Lock()
         self._stats = StatsCollector(self)
+        self._followed_min = self.commitlog.min_offset()  # see refresh()
         if self.readonly:
             return
         config = self.config
