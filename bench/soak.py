@@ -62,7 +62,7 @@ def make_body(queue_id: int, sequence: int) -> bytes:
 
 
 class Soak:
-    def __init__(self, path: str, budget: int, rate: int) -> None:
+    def __init__(self, path: str, budget: int, rate: int, pause_ms: int = 100) -> None:
         self.budget = budget
         self.rate = rate
         self.path = path
@@ -77,6 +77,8 @@ class Soak:
             max_hash_slot_num=50_000,
             max_index_num=200_000,
             clean_resource_interval=1000,
+            delete_commit_log_files_interval=pause_ms,
+            delete_consume_queue_files_interval=pause_ms,
             disk_usage=self.ratio,
         )
 
@@ -168,13 +170,19 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=20_000, help="messages per second")
     parser.add_argument("--report", type=float, default=30.0, help="seconds between lines")
     parser.add_argument("--dir", default=os.environ.get("MQSTORE_BENCH_DIR", HERE))
+    parser.add_argument(
+        "--pause-ms",
+        type=int,
+        default=100,
+        help="delete_commit_log_files_interval and delete_consume_queue_files_interval",
+    )
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="mqstore-soak-", dir=args.dir)
-    soak = Soak(os.path.join(workdir, "store"), args.budget_mb * 2**20, args.rate)
+    soak = Soak(os.path.join(workdir, "store"), args.budget_mb * 2**20, args.rate, args.pause_ms)
     print(
         f"soak: {args.minutes} min, budget {args.budget_mb} MiB, {args.rate} msg/s of "
         f"{BODY} B, {QUEUES} queues, store in {workdir}; Python {sys.version.split()[0]}, "
-        f"{os.cpu_count()} CPUs",
+        f"{os.cpu_count()} CPUs, deletion pauses {args.pause_ms} ms",
         flush=True,
     )
     threads = [
