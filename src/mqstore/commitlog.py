@@ -214,6 +214,9 @@ class CommitLog:
         ffi.memmove(self._ctx.store_host, self.store_host, len(self.store_host))
         self._ctx.store_host_len = len(self.store_host)
         self.flush_service = None
+        #: called (append lock held) after every file roll, failed or not: the store
+        #: re-measures disk use there
+        self.on_roll = None
 
     # -- opening -----------------------------------------------------------------
 
@@ -289,6 +292,7 @@ class CommitLog:
         """Read-only: take in what a live writer appended since the last look (new
         records in the last file, new files). Returns the new end offset."""
         queue = self.queue
+        queue.forget_deleted_head()  # the writer's cleanup deleted them
         end = queue.max_offset()
         queue.map_new_files()
         mapped = queue.find_by_offset(end)
@@ -339,7 +343,11 @@ class CommitLog:
             lib.mq_write_blank(current.ptr, current.wrote_position, self.file_size)
             current.wrote_position = self.file_size
         start = current.file_from_offset + self.file_size if current else self.queue.max_offset()
-        mapped = self.queue.next_file(start)
+        try:
+            mapped = self.queue.next_file(start)
+        finally:
+            if self.on_roll is not None:
+                self.on_roll()
         self._set_current(mapped)
         return mapped
 

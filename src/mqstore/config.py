@@ -81,7 +81,31 @@ class StoreConfig:
     sync_flush_timeout: int = 5000
     file_reserved_time: int = 72
     delete_when: str = "04"
+    #: Percent of the store's partition in use above which expired CommitLog files are
+    #: deleted at any hour, not only at `delete_when` (RocketMQ: clamped to 10..95).
     disk_max_used_space_ratio: int = 75
+    #: Percent above which the store is marked disk full: puts return
+    #: SERVICE_NOT_AVAILABLE until usage drops (RocketMQ 5 `diskSpaceWarningLevelRatio`,
+    #: 4.9.8 system property, default 90; valid 35..90).
+    disk_space_warning_level_ratio: int = 90
+    #: Percent above which cleanup deletes the oldest CommitLog files even when they
+    #: have not expired (RocketMQ `diskSpaceCleanForciblyRatio`, default 85; 30..85).
+    disk_space_clean_forcibly_ratio: int = 85
+    #: Whether cleanup may delete unexpired files above the forcible ratio.
+    clean_file_forcibly_enable: bool = True
+    #: How often (ms) the store's scheduler thread runs cleanup and checks disk use.
+    clean_resource_interval: int = 10_000
+    #: Pause (ms) between two CommitLog file deletions of one cleanup pass.
+    delete_commit_log_files_interval: int = 100
+    #: Pause (ms) after a ConsumeQueue that had files deleted.
+    delete_consume_queue_files_interval: int = 100
+    #: At most this many CommitLog files are deleted per cleanup pass.
+    delete_file_batch_max: int = 10
+    #: A file deleted while readers hold it is kept (unreadable to new readers) and
+    #: retried; after this many ms it is unlinked regardless (see docs/retention.md).
+    destroy_mapped_file_interval_forcibly: int = 120_000
+    #: Log a one-line `stats()` summary every this many ms (0: never).
+    stats_log_interval: int = 0
     message_delay_level: str = DEFAULT_DELAY_LEVELS
     check_crc_on_recover: bool = True
     message_index_enable: bool = True
@@ -119,6 +143,11 @@ class StoreConfig:
     transaction_check_interval: int = 60_000
     #: Store clock in milliseconds since the epoch; inject one to reproduce exact bytes.
     clock: Callable[[], int] = field(default=wall_clock_ms, compare=False, repr=False)
+    #: Disk usage of the partition holding a directory, ``f(path) -> fraction`` in
+    #: 0.0..1.0 (negative: unknown); None measures it with statvfs as RocketMQ does.
+    #: Inject one to test the disk-space policy without filling a disk.
+    disk_usage: Optional[Callable[[str], float]] = field(default=None, compare=False,
+                                                         repr=False)
 
     def __post_init__(self) -> None:
         from .message import encode_host  # local: message imports config
@@ -138,6 +167,8 @@ class StoreConfig:
             "transaction_timeout",
             "transaction_check_max",
             "transaction_check_interval",
+            "clean_resource_interval",
+            "delete_file_batch_max",
         )
         for name in positive:
             value = getattr(self, name)
@@ -148,6 +179,10 @@ class StoreConfig:
             "flush_consume_queue_least_pages",
             "flush_commitlog_thorough_interval",
             "flush_consume_queue_thorough_interval",
+            "delete_commit_log_files_interval",
+            "delete_consume_queue_files_interval",
+            "destroy_mapped_file_interval_forcibly",
+            "stats_log_interval",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -177,6 +212,16 @@ class StoreConfig:
             raise ValueError(
                 f"disk_max_used_space_ratio must be 10..95, got {self.disk_max_used_space_ratio!r}"
             )
+        for name, low, high in (
+            ("disk_space_warning_level_ratio", 35, 90),
+            ("disk_space_clean_forcibly_ratio", 30, 85),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{name} must be {low}..{high} (percent), got {value!r}")
+        if not isinstance(self.delete_when, str):
+            raise ValueError(f"delete_when must be a str like '04' or '01;13', "
+                             f"got {self.delete_when!r}")
         parse_delete_when(self.delete_when)
         parse_delay_levels(self.message_delay_level)
         for name in ("store_host", "born_host"):
@@ -189,6 +234,8 @@ class StoreConfig:
                 raise ValueError(f"{name}: {exc}") from None
         if not callable(self.clock):
             raise ValueError("clock must be a callable returning milliseconds")
+        if self.disk_usage is not None and not callable(self.disk_usage):
+            raise ValueError("disk_usage must be None or a callable f(path) -> fraction used")
 
     @property
     def delay_levels_ms(self) -> List[int]:

@@ -66,7 +66,9 @@ class ConsumeQueue:
         self._refresh_max_physic_offset()
 
     def follow(self) -> None:
-        """Read-only: take in units a live writer appended since the last look."""
+        """Read-only: take in units a live writer appended since the last look (and
+        let go of files its cleanup deleted)."""
+        self.queue.forget_deleted_head()
         self.queue.map_new_files()
         files = self.queue.files
         for index, mapped in enumerate(files):
@@ -129,9 +131,12 @@ class ConsumeQueue:
         """Set the min logical offset to the first unit pointing at or above the
         CommitLog's min offset (RocketMQ's correctMinOffset, over the first file)."""
         first = self.queue.first_file()
-        if first is None:
+        if first is None or not first.hold():
             return
-        data = ffi.unpack(first.ptr, first.wrote_position)
+        try:
+            data = ffi.unpack(first.ptr, first.wrote_position)
+        finally:
+            first.release()
         for index, (offset, size, _tag) in enumerate(_UNIT.iter_unpack(data)):
             if offset >= commitlog_min_offset and size != BLANK_UNIT_SIZE:
                 self.min_logic_offset = first.file_from_offset + index * CQ_STORE_UNIT_SIZE
@@ -139,6 +144,45 @@ class ConsumeQueue:
         self.min_logic_offset = max(
             self.min_logic_offset, first.file_from_offset + first.wrote_position
         )
+
+    def delete_files_below(self, commitlog_min_offset: int, interval_forcibly_ms: int,
+                           now_ms: int) -> Tuple[List[str], Optional[str]]:
+        """Cleanup: delete files from the oldest (never the last) whose last unit points
+        below `commitlog_min_offset` (RocketMQ's deleteExpiredFileByOffset), then move
+        the min offset up (correct_min_offset). The min offset moves past the doomed
+        files first, so a reader asks for nothing in them from then on. Returns (paths
+        deleted, path of a file still held by a reader, or None)."""
+        files = self.queue.files
+        doomed: List[MappedFile] = []
+        for mapped in files[:-1]:
+            if not mapped.hold():
+                doomed.append(mapped)  # a deletion waiting for its readers: retry it
+                continue
+            try:
+                written = mapped.wrote_position
+                last_offset = (self._unit_at(mapped, written - CQ_STORE_UNIT_SIZE)[0]
+                               if written >= CQ_STORE_UNIT_SIZE else -1)
+            finally:
+                mapped.release()
+            if written < self.file_size or last_offset >= commitlog_min_offset:
+                break
+            doomed.append(mapped)
+        if not doomed:
+            self.correct_min_offset(commitlog_min_offset)
+            return [], None
+        survivor = files[len(doomed)]
+        self.min_logic_offset = max(self.min_logic_offset, survivor.file_from_offset)
+        deleted: List[MappedFile] = []
+        held = None
+        for mapped in doomed:
+            if not mapped.try_destroy(interval_forcibly_ms, now_ms):
+                held = mapped.path
+                break
+            deleted.append(mapped)
+        with self._lock:
+            self.queue.drop_files(deleted)
+        self.correct_min_offset(commitlog_min_offset)
+        return [mapped.path for mapped in deleted], held
 
     # -- offsets -----------------------------------------------------------------
 

@@ -213,6 +213,14 @@ class IndexService:
         """Read-only: map index files another process created since the last look."""
         if self.in_memory or not os.path.isdir(self.directory):
             return
+        gone = 0
+        while gone < len(self.files) - 1 and not os.path.exists(self.files[gone].path):
+            gone += 1  # deleted by the writer's cleanup: let go of the mapping
+        if gone:
+            with self._lock:
+                dropped, self.files = self.files[:gone], self.files[gone:]
+            for index_file in dropped:
+                index_file.shutdown()
         known = {os.path.basename(f.path) for f in self.files}
         size = index_file_size(self.slot_num, self.index_num)
         for name in sorted(os.listdir(self.directory)):
@@ -232,6 +240,35 @@ class IndexService:
                 kept.append(index_file)
         self.files = kept
         return dropped
+
+    def delete_files_below(self, commitlog_min_offset: int, interval_forcibly_ms: int,
+                           now_ms: int):
+        """Cleanup: delete index files from the oldest (never the last) whose
+        endPhyOffset is below `commitlog_min_offset`. Returns (paths deleted, path of a
+        file still held by a reader, or None)."""
+        deleted: List[IndexFile] = []
+        held = None
+        with self._lock:
+            files = list(self.files)
+        for index_file in files[:-1]:
+            mapped = index_file._mapped
+            if mapped.hold():
+                try:
+                    end = index_file.header().end_phy_offset
+                finally:
+                    mapped.release()
+                if end >= commitlog_min_offset:
+                    break
+            # (hold() fails only for a file an earlier pass began deleting: retry it)
+            if not mapped.try_destroy(interval_forcibly_ms, now_ms):
+                held = index_file.path
+                break
+            deleted.append(index_file)
+        if deleted:
+            with self._lock:
+                gone = {id(f) for f in deleted}
+                self.files = [f for f in self.files if id(f) not in gone]
+        return [f.path for f in deleted], held
 
     def end_phy_offset(self) -> int:
         """CL offset of the last indexed record (-1 when nothing is indexed)."""

@@ -86,6 +86,8 @@ class MappedFile:
         self.flushed_position = 0
         self._refs = 1
         self._available = True
+        #: store-clock ms of the first try_destroy() (a cleanup waiting for readers)
+        self.first_shutdown_timestamp = 0
         self._ref_lock = threading.Lock()
         #: anonymous memory, not a file: a read-only store's rebuilt queues and index
         self.in_memory = in_memory
@@ -223,6 +225,46 @@ class MappedFile:
     @property
     def is_closed(self) -> bool:
         return self.ptr is None
+
+    @property
+    def is_available(self) -> bool:
+        """False once shutdown or a cleanup started: hold() then fails."""
+        return self._available
+
+    @property
+    def holders(self) -> int:
+        """References taken by readers (the owner's own reference not counted)."""
+        return self._refs - 1 if self._available else self._refs
+
+    def try_destroy(self, interval_forcibly_ms: int, now_ms: int) -> bool:
+        """Cleanup's delete (RocketMQ's destroy(intervalForcibly)): the first call makes
+        the file unavailable to new readers and drops the owner's reference. When no
+        reader holds it any more, it is unmapped and deleted: True. While readers hold
+        it, False (call again later), until `interval_forcibly_ms` after the first
+        call: then the file is deleted anyway (True). Its mapping is never unmapped
+        under a reader (that would crash it); the last release() unmaps it and only
+        then does the file system free the blocks."""
+        with self._ref_lock:
+            if self._available:
+                self._available = False
+                self.first_shutdown_timestamp = now_ms
+                self._refs -= 1
+            refs = self._refs
+            expired = now_ms - self.first_shutdown_timestamp >= interval_forcibly_ms
+        if refs > 0 and not expired:
+            return False
+        if refs == 0:
+            self._unmap()
+        elif refs > 0:
+            log.warning("%s: still held by %d reader(s) %d ms after deletion began; deleted "
+                        "anyway, unmapped when the last reader lets go", self.path, refs,
+                        now_ms - self.first_shutdown_timestamp)
+        if not self.in_memory:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        return True
 
     def destroy(self) -> None:
         """Unmap (once readers are done) and delete the file."""
@@ -416,8 +458,15 @@ class MappedFileQueue:
         return files[-1] if files else None
 
     def min_offset(self) -> int:
-        first = self.first_file()
-        return first.file_from_offset if first else 0
+        """Start of the first file still readable: a first file that cleanup is
+        waiting to delete (unavailable) no longer counts, as in RocketMQ."""
+        files = self.files
+        if not files:
+            return 0
+        first = files[0]
+        if not first.is_available and len(files) > 1:
+            return files[1].file_from_offset
+        return first.file_from_offset
 
     def max_offset(self) -> int:
         """One past the last written byte (the read position of the last file)."""
@@ -532,6 +581,28 @@ class MappedFileQueue:
         for mapped in doomed:
             mapped.destroy()
         return [m.path for m in doomed]
+
+    def drop_files(self, doomed: List[MappedFile]) -> None:
+        """Take deleted files out of the list (callers hold the owner's append lock, so
+        no file is appended meanwhile). Readers keep whatever list they already have."""
+        gone = {id(mapped) for mapped in doomed}
+        self.files = files = [mapped for mapped in self.files if id(mapped) not in gone]
+        if files and self.flushed_where < files[0].file_from_offset:
+            self.flushed_where = self.committed_where = files[0].file_from_offset
+
+    def forget_deleted_head(self) -> int:
+        """Read-only: let go of leading files another process's cleanup deleted, so
+        their blocks are freed once no reader holds them (never the last file).
+        Returns how many were dropped."""
+        files = self.files
+        gone = 0
+        while gone < len(files) - 1 and not os.path.exists(files[gone].path):
+            gone += 1
+        if gone:
+            self.files = files[gone:]
+            for mapped in files[:gone]:
+                mapped.shutdown()
+        return gone
 
     def shutdown(self) -> None:
         for mapped in self.files:

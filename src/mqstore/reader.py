@@ -120,6 +120,9 @@ def read_queue(
             more, _ = queue.read_units(offset + len(units),
                                        min(window - len(units), count_limit - len(messages)))
             units.extend(more)
+            # units read now may point past the end read above: refresh it, or a
+            # message dispatched meanwhile is taken for a damaged unit
+            commitlog_max = commitlog.max_offset()
     status = GetStatus.FOUND if messages else miss_status
     return GetResult(status, messages, offset + scanned, min_offset, max_offset)
 

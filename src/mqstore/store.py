@@ -15,6 +15,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from . import codec
 from ._native import ffi
 from .checkpoint import AbortFile, StoreCheckpoint
+from .cleanup import DISK_CHECK_INTERVAL_MS, CleanupResult, RetentionService, Scheduler
 from .commitlog import CommitLog
 from .config import SYNC_FLUSH, StoreConfig
 from .consumequeue import ConsumeQueue, FlushConsumeQueueService
@@ -39,6 +40,7 @@ from .reader import parse_tags, read_queue
 from .recovery import RecoveryReport, abnormal_start_file
 from .results import GetResult, PutBatchResult, PutResult, PutStatus
 from .schedule import ScheduleService
+from .stats import SAMPLE_INTERVAL_MS, StatsCollector, StoreStats
 from .topics import (
     MAX_TOPIC_LENGTH,
     PERM_READ_WRITE,
@@ -127,6 +129,10 @@ class MessageStore:
         #: Transactions' half messages and check-backs (writable stores only).
         self.transactions: Optional[TransactionService] = None
         self.in_memory = False
+        self._scheduler: Optional[Scheduler] = None  # retention and statistics
+        self._retention: Optional[RetentionService] = None
+        self._stats: Optional[StatsCollector] = None
+        self._get_calls = self._get_messages = self._put_refused = 0
         try:
             self._open()
         except BaseException:
@@ -235,6 +241,7 @@ class MessageStore:
             self._cq_flush = FlushConsumeQueueService(
                 self._consume_queues_snapshot, config,
                 lambda: self.dispatcher.last_dispatched_timestamp, self._save_logics_checkpoint)
+        self._start_retention()
 
     def _clean_end_hint(self, max_cq_end: int) -> Optional[int]:
         """After a clean shutdown every record up to the largest ConsumeQueue end was
@@ -568,6 +575,10 @@ class MessageStore:
         if any(PROPERTY_DELAY_TIME_LEVEL in msg._props() and msg.delay_level > 0
                for msg in msgs):
             return PutBatchResult(illegal, error="a batch cannot carry a delay level")
+        if self._retention is not None and self._retention.disk_full_reason:
+            self._put_refused += 1
+            return PutBatchResult(PutStatus.SERVICE_NOT_AVAILABLE,
+                                  error=self._retention.disk_full_reason)
         result = self.commitlog.append_batch(
             topic,
             topic_bytes,
@@ -636,7 +647,10 @@ class MessageStore:
         tag_filter = parse_tags(tags)
         if self._closed:
             raise StoreClosedError(f"store {self.path} is closed")
-        return read_queue(self, topic, queue_id, offset, max_msgs, tag_filter)
+        result = read_queue(self, topic, queue_id, offset, max_msgs, tag_filter)
+        self._get_calls += 1  # statistics (not exact under concurrent readers)
+        self._get_messages += len(result.messages)
+        return result
 
     def wait_for_message(self, topic: str, queue_id: int, offset: int, timeout: float) -> bool:
         """Block until the queue holds a message at `offset` (its max offset passed it)
@@ -855,8 +869,14 @@ class MessageStore:
         self._load_consume_queues(skip=known)
         for key in set(self._consume_queues) - known:
             self._consume_queues[key].recover()
+            self._consume_queues[key].correct_min_offset(self.commitlog.min_offset())
         if self.index is not None:
             self.index.map_new_files()
+        commitlog_min = self.commitlog.min_offset()
+        if commitlog_min != self._followed_min:  # the writer's cleanup deleted files
+            self._followed_min = commitlog_min
+            for queue in list(self._consume_queues.values()):
+                queue.correct_min_offset(commitlog_min)
 
     def min_commitlog_offset(self) -> int:
         return self.commitlog.min_offset()
@@ -864,6 +884,75 @@ class MessageStore:
     def max_commitlog_offset(self) -> int:
         """One past the last stored byte (where the next record goes, file roll aside)."""
         return self.commitlog.max_offset()
+
+    # -- retention and statistics ----------------------------------------------------
+
+    def _start_retention(self) -> None:
+        """Statistics for every store; for a writable one also the scheduler thread
+        (cleanup, disk check, stats sampling and logging) and the disk-full mark,
+        measured once now and again at every CommitLog file roll."""
+        self._append_lock = threading.Lock()
+        self._stats = StatsCollector(self)
+        self._followed_min = self.commitlog.min_offset()  # see refresh()
+        if self.readonly:
+            return
+        config = self.config
+        scheduler = self._scheduler = Scheduler()
+        retention = self._retention = RetentionService(self, scheduler)
+        retention.check_disk()
+        self.commitlog.on_roll = retention.check_disk
+        scheduler.add("cleanup", config.clean_resource_interval, retention.run)
+        scheduler.add("disk check", min(DISK_CHECK_INTERVAL_MS, config.clean_resource_interval),
+                      retention.check_disk)
+        scheduler.add("stats sample", SAMPLE_INTERVAL_MS, self._stats.sample, first_delay_ms=0)
+        if config.stats_log_interval:
+            scheduler.add("stats log", config.stats_log_interval,
+                          lambda: log.info("%s: %s", self.path, self.stats().summary()))
+        scheduler.start()
+
+    def _select_append(self) -> None:
+        """Route `put` to the CommitLog's append, to its timed (sampled) version, or to
+        a refusal while the disk is full: the put path itself reads no flag."""
+        with self._append_lock:
+            if self.readonly or self.commitlog is None:
+                return
+            raw = self.commitlog.append
+            if self._retention is not None and self._retention.disk_full_reason:
+                self._append = self._refuse_disk_full
+            elif self._stats is not None and self._stats.sampling:
+                self._append = self._stats.timed_append(raw)
+            else:
+                self._append = raw
+
+    def _refuse_disk_full(self, topic, topic_bytes, queue_id, *_rest) -> PutResult:
+        self._put_refused += 1
+        reason = self._retention.disk_full_reason if self._retention else None
+        if reason is None:  # cleared while this put was on its way: write it
+            return self.commitlog.append(topic, topic_bytes, queue_id, *_rest)
+        return PutResult.failed(PutStatus.SERVICE_NOT_AVAILABLE, reason, queue_id)
+
+    @property
+    def disk_full(self) -> Optional[str]:
+        """Why puts are refused (disk use above `disk_space_warning_level_ratio`), or
+        None while writes are accepted."""
+        return self._retention.disk_full_reason if self._retention is not None else None
+
+    def delete_expired_files(self, force: bool = False) -> CleanupResult:
+        """Run one cleanup pass now, as RocketMQ's manual delete: CommitLog files older
+        than `file_reserved_time` hours go whatever the hour (never the current file;
+        at most `delete_file_batch_max`), then the ConsumeQueue and index files below
+        the new CommitLog minimum. `force` deletes unexpired files too. Returns what
+        was deleted (a file readers still hold is listed as pending). Raises
+        MQStoreError for a read-only store, StoreClosedError after close()."""
+        self._check_open()
+        return self._retention.run(manual=True, force=force)
+
+    def stats(self) -> StoreStats:
+        """Counts, rates, sampled put latency, dispatcher lag, CommitLog offsets, disk
+        use and per-queue offsets (see mqstore.stats.StoreStats)."""
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        return self._stats.snapshot(self._retention)
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -905,6 +994,8 @@ class MessageStore:
                 service.shutdown()
         if not self.readonly and getattr(self, "consumer_offsets", None) is not None:
             self.consumer_offsets.persist()
+        if self._scheduler is not None:
+            self._scheduler.shutdown()  # no cleanup runs from here on
         if self.commitlog is not None:
             self.commitlog.stop_appends()  # so the dispatcher's catch-up below is final
         if self.dispatcher is not None and not self.readonly:
