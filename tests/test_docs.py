@@ -46,3 +46,16 @@ def test_doc_samples_run(page, tmp_path):
 
 def test_docs_have_samples():
     assert len(PAGES_WITH_CODE) >= 2, [p.name for p in PAGES_WITH_CODE]
+
+
+def test_mkdocs_nav_lists_every_page_and_only_existing_ones():
+    nav = re.findall(r":\s*([\w-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    pages = {p.name for p in PAGES}
+    assert set(nav) <= pages, set(nav) - pages
+    assert pages <= set(nav), pages - set(nav)
+
+
+def test_relative_links_between_docs_resolve():
+    for page in PAGES + [ROOT / "README.md"]:
+        for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to {target}"
