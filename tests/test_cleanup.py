@@ -676,3 +676,41 @@ def test_read_only_follower_lets_go_of_deleted_files(retention_store, store_dir)
         assert reader.query_by_key(TOPIC, "key1199")
     finally:
         reader.close()
+
+
+def test_consumer_behind_the_deleted_files_moves_on_to_what_is_left(retention_store):
+    """A group whose committed offset points into deleted files: `get` answers
+    OFFSET_TOO_SMALL, and the push consumer moves to the queue's new minimum and
+    consumes everything that is left, nothing twice."""
+    from mqstore.client import CONSUME_SUCCESS, ConsumeFromWhere, PushConsumer
+
+    store = retention_store(file_reserved_time=0, delete_file_batch_max=100)
+    put = fill(store, 600)
+    store.consumer_offsets.commit("laggard", TOPIC, 0, 0)
+    store.consumer_offsets.commit("laggard", TOPIC, 1, 0)
+    assert store.delete_expired_files(force=True).commitlog_files
+    minimum = {q: store.min_offset(TOPIC, q) for q in (0, 1)}
+    assert all(m > 0 for m in minimum.values())
+    assert store.get(TOPIC, 0, 0).status is GetStatus.OFFSET_TOO_SMALL
+    expected = {data for q in (0, 1) for offset, _, data in put[q] if offset >= minimum[q]}
+    seen = []
+    lock = threading.Lock()
+
+    def listener(msgs, context):
+        with lock:
+            seen.extend(m.body for m in msgs)
+        return CONSUME_SUCCESS
+
+    consumer = PushConsumer(store, "laggard", consume_from_where=ConsumeFromWhere.FIRST_OFFSET)
+    consumer.subscribe(TOPIC)
+    consumer.register(listener)
+    consumer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(seen) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        consumer.shutdown()
+    assert len(seen) == len(set(seen)) == len(expected)
+    assert set(seen) == expected
+    assert store.consumer_offsets.query("laggard", TOPIC, 0) == store.max_offset(TOPIC, 0)
