@@ -31,6 +31,12 @@ def test_outbox_publishes_exactly_the_committed_orders():
     assert "saved orders: [1, 3] published events: [1, 3]" in out
 
 
+def test_replay_reads_the_window_and_copies_it():
+    out = run("replay_log.py")
+    assert "replayed 30 events, revenue 4035" in out  # orders 20..49
+    assert "copied 30 events" in out
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_has_a_docstring_with_its_command(name):
     text = (EXAMPLES / name).read_text(encoding="utf-8")
