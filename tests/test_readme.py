@@ -36,3 +36,17 @@ def test_ci_runs_the_readme_commands():
         assert re.search(re.escape(marker) + r"\n```sh\n\S", text), marker
     ci = (README.parent / ".ci" / "run").read_text()
     assert "readme_cmd install" in ci and "readme_cmd test" in ci
+
+
+def test_every_package_directory_is_listed_for_installation():
+    """A subpackage missing from pyproject's `packages` works in an editable install
+    and is missing from a real one (CI caught mqstore.client that way)."""
+    root = README.parent
+    packages = set(re.search(r"^packages = \[(.*)\]$", (root / "pyproject.toml").read_text(),
+                             re.M).group(1).replace('"', "").replace(" ", "").split(","))
+    found = {
+        ".".join(path.parent.relative_to(root / "src").parts)
+        for path in (root / "src" / "mqstore").rglob("*")
+        if path.suffix in (".py", ".c") and "__pycache__" not in path.parts
+    }
+    assert found <= packages, found - packages
