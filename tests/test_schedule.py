@@ -19,28 +19,11 @@ from golden import GOLDEN_CONFIG, copy_store, manifest
 from mqstore import Message, configfile
 from mqstore.client.producer import Producer
 from mqstore.message import SCHEDULE_TOPIC
+from support import FakeClock, read_all
 
 HERE = Path(__file__).resolve().parent
 T0 = 1_800_000_000_000
 LEVELS_MS = [1000, 5000, 10000]
-
-
-class FakeClock:
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def read_all(store, topic, queue_id):
-    out, offset = [], 0
-    while True:
-        got = store.get(topic, queue_id, offset, 32)
-        if not got.messages:
-            return out
-        out.extend(got.messages)
-        offset = got.next_begin_offset
 
 
 def topic_messages(store, topic):

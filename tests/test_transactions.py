@@ -25,30 +25,13 @@ from mqstore.transaction import (
     SYSTEM_GROUP,
     LocalTransactionState,
 )
+from support import FakeClock, read_all
 
 COMMIT = LocalTransactionState.COMMIT_MESSAGE
 ROLLBACK = LocalTransactionState.ROLLBACK_MESSAGE
 UNKNOW = LocalTransactionState.UNKNOW
 T0 = 1_800_000_000_000
 TIMEOUT = 6_000
-
-
-class FakeClock:
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def read_all(store, topic, queue_id):
-    out, offset = [], 0
-    while True:
-        got = store.get(topic, queue_id, offset, 32)
-        if not got.messages:
-            return out
-        out.extend(got.messages)
-        offset = got.next_begin_offset
 
 
 def wait_count(store, topic, queue_id, count, timeout=10.0):

@@ -27,6 +27,22 @@ _BUSY_PAUSE = 0.001
 _BUSY_ROUND = 32
 
 
+def delivery_time(ptr, out, i: int, levels) -> int:
+    """The tag code of record `i` of a scan (`out` fields over `ptr`) in
+    SCHEDULE_TOPIC_XXXX: its store time plus the delay of its level (clamped to the
+    table; an unknown level counts 1 s), as RocketMQ computes it."""
+    base = i * codec.FIELDS
+    props = decode_properties(
+        ffi.unpack(ptr + out[base + codec.F_PROPS_OFF], out[base + codec.F_PROPS_LEN])
+    )
+    try:
+        level = int(props.get(PROPERTY_DELAY_TIME_LEVEL, "0"))
+    except ValueError:
+        level = 0
+    delay = levels[min(level, len(levels)) - 1] if level > 0 else 1000
+    return out[base + codec.F_STORE_TIMESTAMP] + delay
+
+
 class Dispatcher:
     """Builds ConsumeQueues and the index from the CommitLog, from `reput_from_offset`
     on. `catch_up()` runs it in the calling thread (start-up); `start()` runs it on its
@@ -156,16 +172,7 @@ class Dispatcher:
         delay of the record's level (clamped; an unknown level counts 1 s)."""
         levels = self.delay_levels_ms
         for i in range(start, end):
-            base = i * codec.FIELDS
-            props = decode_properties(
-                ffi.unpack(ptr + out[base + codec.F_PROPS_OFF], out[base + codec.F_PROPS_LEN])
-            )
-            try:
-                level = int(props.get(PROPERTY_DELAY_TIME_LEVEL, "0"))
-            except ValueError:
-                level = 0
-            delay = levels[min(level, len(levels)) - 1] if level > 0 else 1000
-            out[base + codec.F_TAGS_CODE] = out[base + codec.F_STORE_TIMESTAMP] + delay
+            out[i * codec.FIELDS + codec.F_TAGS_CODE] = delivery_time(ptr, out, i, levels)
 
     # -- thread --------------------------------------------------------------------
 

@@ -408,6 +408,22 @@ class Message:
         else:
             self.put_property(PROPERTY_DELAY_TIME_LEVEL, str(level))
 
+    def derive(self, topic: str, properties: Mapping[str, str], **changes) -> Message:
+        """A new Message for `topic` with `properties` and this message's body, flag,
+        born time and hosts, sys flag (without the IPv6 bits, which the hosts decide)
+        and reconsume times; `changes` replaces any of those keyword fields. The broker
+        builds its retries, dead letters and half messages this way."""
+        fields = dict(
+            flag=self.flag,
+            born_timestamp=self.born_timestamp,
+            born_host=self.born_host,
+            store_host=self.store_host,
+            sys_flag=self.sys_flag & ~0x30,
+            reconsume_times=self.reconsume_times,
+        )
+        fields.update(changes)
+        return Message(topic, self.body, properties=properties, **fields)
+
     def encoded_properties(self) -> bytes:
         """The stored properties string (UTF-8, Java HashMap order), cached."""
         encoded = self._encoded

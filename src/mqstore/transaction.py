@@ -122,16 +122,9 @@ class TransactionService:
         properties[PROPERTY_REAL_TOPIC] = msg.topic
         properties[PROPERTY_REAL_QUEUE_ID] = str(queue_id)
         properties[PROPERTY_WAIT_STORE_MSG_OK] = "true"
-        half = Message(
-            TRANS_HALF_TOPIC,
-            msg.body,
-            properties=properties,
-            flag=msg.flag,
-            born_timestamp=msg.born_timestamp,
-            born_host=msg.born_host,
-            store_host=msg.store_host,
-            sys_flag=msg.sys_flag & ~codec.TRANSACTION_TYPE_MASK,
-            reconsume_times=msg.reconsume_times,
+        half = msg.derive(
+            TRANS_HALF_TOPIC, properties,
+            sys_flag=msg.sys_flag & ~codec.TRANSACTION_TYPE_MASK & ~0x30,
         )
         return self.store.put(half, HALF_QUEUE_ID)
 

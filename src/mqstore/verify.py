@@ -18,7 +18,8 @@ from . import codec
 from ._native import ffi, lib
 from .checkpoint import CHECKPOINT_FILE_SIZE
 from .config import DEFAULT_DELAY_LEVELS, parse_delay_levels
-from .message import PROPERTY_DELAY_TIME_LEVEL, SCHEDULE_TOPIC, decode_properties
+from .dispatch import delivery_time
+from .message import SCHEDULE_TOPIC
 from .storedir import (
     COMMITLOG_DIR,
     abort_present,
@@ -411,16 +412,7 @@ class _Verifier:
         """SCHEDULE_TOPIC_XXXX units carry the delivery time as their tag code."""
         out, levels = self.out, self.delay_levels
         for i in range(first, last):
-            base = i * F
-            props = decode_properties(
-                ffi.unpack(ptr + out[base + codec.F_PROPS_OFF], out[base + codec.F_PROPS_LEN])
-            )
-            try:
-                level = int(props.get(PROPERTY_DELAY_TIME_LEVEL, "0"))
-            except ValueError:
-                level = 0
-            delay = levels[min(level, len(levels)) - 1] if level > 0 else 1000
-            out[base + codec.F_TAGS_CODE] = out[base + codec.F_STORE_TIMESTAMP] + delay
+            out[i * F + codec.F_TAGS_CODE] = delivery_time(ptr, out, i, levels)
 
     # -- ConsumeQueues --------------------------------------------------------------
 

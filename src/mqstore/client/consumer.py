@@ -32,7 +32,6 @@ from ..message import (
     PROPERTY_ORIGIN_MESSAGE_ID,
     PROPERTY_RETRY_TOPIC,
     PROPERTY_WAIT_STORE_MSG_OK,
-    Message,
     MessageExt,
 )
 from ..offsets import ConsumerOffsetManager
@@ -799,17 +798,7 @@ class PushConsumer(_ConsumerBase):
             topic = RETRY_GROUP_TOPIC_PREFIX + self.group
             properties[PROPERTY_DELAY_TIME_LEVEL] = str(delay_level or 3 + times)
         self.store.topic_manager.ensure(topic, 1, PERM_READ_WRITE)
-        copy_ = Message(
-            topic,
-            msg.body,
-            properties=properties,
-            flag=msg.flag,
-            born_timestamp=msg.born_timestamp,
-            born_host=msg.born_host,
-            store_host=msg.store_host,
-            sys_flag=msg.sys_flag & ~0x30,
-            reconsume_times=times + 1,
-        )
+        copy_ = msg.derive(topic, properties, reconsume_times=times + 1)
         try:
             result = self.store.put(copy_, 0)
         except Exception as exc:
