@@ -23,18 +23,9 @@ from mqstore.client.producer import (
 )
 from mqstore.errors import ClientClosedError, MQClientError, SendError
 from mqstore.topics import NOT_ALLOWED_SEND_TOPICS
+from support import read_all
 
 UNIQ = "UNIQ_KEY"
-
-
-def read_all(store, topic, queue_id):
-    out, offset = [], 0
-    while True:
-        got = store.get(topic, queue_id, offset, 32)
-        if not got.messages:
-            return out
-        out.extend(got.messages)
-        offset = got.next_begin_offset
 
 
 def wait_queue(store, topic, queue_id, count):

@@ -346,15 +346,7 @@ class Producer:
         SelectMessageQueueByHash): messages with one key go to one queue, in the order
         their sends return."""
         route = self._prepare(msg)
-        queue_id = abs(sharding_hash(sharding_key)) % route.count
-        self._assign_id(msg)
-        put = self.store.put(msg, queue_id)
-        status = _STATUS.get(put.status)
-        if status is None:
-            raise _send_error(put)
-        return SendResult(
-            status, msg._properties[_UNIQ], route.queues[queue_id], put.queue_offset, put
-        )
+        return self.send(msg, queue=abs(sharding_hash(sharding_key)) % route.count)
 
     def send_oneway(
         self, msg: Message, selector: Optional[Selector] = None, arg: Any = None, *,
