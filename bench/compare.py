@@ -64,6 +64,7 @@ READ_BATCH = 32  # messages per get() call, and per mq_scan() call of the read f
 BODIES = 1024  # distinct bodies, cycled through by the put loops
 LOOKUP_STORE = {False: 200_000, True: 20_000}  # messages in a lookup store (full, quick)
 MEMORY_COUNT = {False: 1_000_000, True: 20_000}
+MEMORY_SECONDS = {False: 60.0, True: 4.0}  # per memory subprocess, writing or reading
 BIG_STORE_GIB = {False: 4.0, True: 0.5}
 MAX_DATA_BYTES = 512 << 20  # cap on the bytes one run writes (disk churn)
 #: mqstore's settings besides flush_disk_type (the smoke test makes the files small).
@@ -666,16 +667,24 @@ def opened(sys_: System, ws: Workspace, durable: bool = False,
         shutil.rmtree(path, ignore_errors=True)
 
 
-def fill(handle: Handle, bodies: List[bytes], count: int) -> None:
-    """Write `count` messages the fastest way the system has (untimed setup)."""
-    try:
+def fill(handle: Handle, bodies: List[bytes], count: int,
+         deadline: float = float("inf")) -> int:
+    """Write `count` messages the fastest way the system has (untimed setup), or as
+    many (a multiple of BATCH) as fit before `deadline` (perf_counter); returns how many."""
+    written = 0
+    with contextlib.suppress(NotApplicable):
         for batch in batches_of(bodies, count - count % BATCH):
             handle.put_batch(batch)
-        rest = count % BATCH
-    except NotApplicable:
-        rest = count
-    for body in cycle(bodies, rest):
-        handle.put(body)
+            written += BATCH
+            if time.perf_counter() > deadline:
+                return written
+    while written < count:
+        for body in cycle(bodies, min(BATCH, count - written)):
+            handle.put(body)
+        written += min(BATCH, count - written)
+        if time.perf_counter() > deadline:
+            break
+    return written
 
 
 def run_put(sys_: System, ws: Workspace, size: int, count: int,
@@ -950,19 +959,70 @@ def proc_status() -> Dict[str, int]:
     return values
 
 
+class PeakSampler:
+    """Samples /proc/self/status every `interval` s in a thread: the peaks of the
+    anonymous and the file-backed resident memory (VmHWM does not split them)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(0.02):
+                return
+
+    def sample(self) -> Dict[str, int]:
+        status = proc_status()
+        for name in self.peak:
+            self.peak[name] = max(self.peak[name], status[name])
+        return status
+
+    def stop(self) -> Dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return dict(self.peak)
+
+
 def child_main(argv: List[str]) -> int:
-    """Runs in a fresh subprocess: `--child MODE SYSTEM SIZE COUNT PATH`; prints JSON."""
+    """Runs in a fresh subprocess: `--child MODE SYSTEM SIZE COUNT PATH [SECONDS]`;
+    prints JSON. Writing stops at the deadline; reading past it ends the process with
+    what it measured so far ("complete": false)."""
     mode, name, size, count, path = argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4]
-    result: Dict = {"before": proc_status()}
+    seconds = float(argv[5]) if len(argv) > 5 else float("inf")
+    result: Dict = {"before": proc_status(), "complete": True}
+    sampler = PeakSampler()
+
+    def report() -> None:
+        result["peak"] = sampler.stop()
+        result["after"] = proc_status()
+        print(json.dumps(result), flush=True)
+
     if mode == "write":
         sys_ = system(name)
         handle = sys_.open(path, expect_bytes=0)
-        fill(handle, make_bodies(size), count)
+        result["written"] = fill(handle, make_bodies(size), count,
+                                 time.perf_counter() + seconds)
         handle.close()
     elif mode == "read":
+        def give_up() -> None:
+            result["complete"] = False
+            report()
+            os._exit(0)
+
+        timer = threading.Timer(seconds, give_up) if seconds < float("inf") else None
+        if timer:
+            timer.daemon = True
+            timer.start()
         handle = system(name).open(path)
         seen = handle.consume()
         handle.close()
+        if timer:
+            timer.cancel()
         if seen != count:
             raise RuntimeError(f"read {seen} of {count}")
     elif mode == "bigwrite":
@@ -991,15 +1051,14 @@ def child_main(argv: List[str]) -> int:
         result["seen"] = seen
     elif mode != "baseline":
         raise ValueError(mode)
-    result["after"] = proc_status()
-    print(json.dumps(result))
+    report()
     return 0
 
 
 def child(mode: str, name: str, size: int, count: int, path: str,
-          timeout: float = 1800) -> Dict:
+          seconds: float = 1e9, timeout: float = 1800) -> Dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, name, str(size),
-           str(count), path]
+           str(count), path, str(seconds)]
     started = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode:
@@ -1012,24 +1071,22 @@ def child(mode: str, name: str, size: int, count: int, path: str,
 def run_memory(results: Results, ws: Workspace, systems: Sequence[System], quick: bool,
                size: int = SMALL) -> None:
     count = MEMORY_COUNT[quick]
+    limit = MEMORY_SECONDS[quick]
     ba.settle(f"memory: {count:,} messages of {size} B per system, fresh subprocesses")
     base = child("baseline", "mqstore", size, 0, ws.root)
     results.memory.append({"system": "(interpreter with every package imported)",
-                           "write_hwm": base["after"]["VmHWM"], "read_hwm": None})
+                           "baseline": base})
     for sys_ in systems:
         path = ws.new_path(sys_.name + "-mem")
         try:
-            written = child("write", sys_.name, size, count, path)
-            read = child("read", sys_.name, size, count, path)
-            results.memory.append({
-                "system": sys_.label, "write_hwm": written["after"]["VmHWM"],
-                "read_hwm": read["after"]["VmHWM"],
-                "read_anon": read["after"]["RssAnon"], "read_file": read["after"]["RssFile"],
-                "write_s": written["seconds"], "read_s": read["seconds"],
-            })
+            written = child("write", sys_.name, size, count, path, limit)
+            read = child("read", sys_.name, size, written["written"], path, limit)
+            results.memory.append({"system": sys_.label, "write": written, "read": read})
             print(f"  {sys_.name:14} write {written['after']['VmHWM'] / 1024:7.1f} MiB "
                   f"read {read['after']['VmHWM'] / 1024:7.1f} MiB "
-                  f"({written['seconds']:.0f} s + {read['seconds']:.0f} s)", file=sys.stderr)
+                  f"({written['written']:,} msgs; {written['seconds']:.0f} s + "
+                  f"{read['seconds']:.0f} s{'' if read['complete'] else ', read cut'})",
+                  file=sys.stderr)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             results.memory.append({"system": sys_.label, "error": str(exc)[:200]})
         finally:
@@ -1065,6 +1122,10 @@ def run_big_read(results: Results, ws: Workspace, quick: bool) -> None:
 
 def fmt_rate(rate: float) -> str:
     return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
+
+
+def ratio_text(ratio: float) -> str:
+    return f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.2g}×"
 
 
 def cell_text(results: Results, name: str, workload: str, size: int) -> str:
@@ -1125,8 +1186,8 @@ def render(results: Results, info: List[Tuple[str, str]], systems: Sequence[Syst
         *(f"- {name}: {value}" for name, value in info),
         f"- Load average (1, 5, 15 min): {load[0]} before, {load[1]} after (a shared "
         "2-core machine: absolute numbers are noisy, ratios from the same run less so)",
-        "- Versions: " + ", ".join(f"{s.label.split(' (')[0]} {s.version()}" for s in systems
-                                   if s.name != "mqstore"),
+        "- Versions: " + ", ".join(dict.fromkeys(
+            f"{s.package or s.name} {s.version()}" for s in systems if s.name != "mqstore")),
         "",
     ]
     for size in (SMALL, LARGE):
@@ -1172,30 +1233,41 @@ def render(results: Results, info: List[Tuple[str, str]], systems: Sequence[Syst
         "",
     ]
     if results.memory:
-        count = MEMORY_COUNT[quick]
+        count, limit = MEMORY_COUNT[quick], MEMORY_SECONDS[quick]
         lines += [
             f"### Peak RSS writing and reading {count:,} messages of {SMALL} B",
             "",
-            "Each in a fresh subprocess: one writes them (its batch API where it has one) "
-            "and closes, another opens, consumes them all and closes; VmHWM from "
-            "/proc/self/status (file-backed mapped pages count as resident). The "
-            "reader's RSS at the end is split into anonymous and file-backed.",
+            "Each system in fresh subprocesses: one writes the messages (its batch API "
+            "where it has one) and closes, another opens, consumes them all and closes. "
+            "Peak = VmHWM from /proc/self/status, which counts file-backed mapped pages "
+            "as resident; a thread sampling every 20 ms splits the peak into anonymous and "
+            f"file-backed. A subprocess still writing after {limit:g} s stops there (the "
+            "count written says how many); one still reading is stopped at that time "
+            "with the peaks so far (read cut).",
             "",
-            "| system | write peak MiB | read peak MiB | read end: anon / file MiB | "
-            "write + read s |",
-            "|---|---:|---:|---:|---:|",
+            "| system | written | write peak MiB | (anon / file) | read peak MiB "
+            "| (anon / file) | write + read s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
+        mib = "{:.1f}".format
         for row in results.memory:
             if "error" in row:
-                lines.append(f"| {row['system']} | error: {row['error']} | | | |")
-            elif row["read_hwm"] is None:
-                lines.append(f"| {row['system']} | {row['write_hwm'] / 1024:.1f} | | | |")
-            else:
-                lines.append(
-                    f"| {row['system']} | {row['write_hwm'] / 1024:.1f} "
-                    f"| {row['read_hwm'] / 1024:.1f} | {row['read_anon'] / 1024:.1f} / "
-                    f"{row['read_file'] / 1024:.1f} | {row['write_s']:.0f} + "
-                    f"{row['read_s']:.0f} |")
+                lines.append(f"| {row['system']} | error: {row['error']} | | | | | |")
+                continue
+            if "baseline" in row:
+                b = row["baseline"]
+                lines.append(f"| {row['system']} | | {mib(b['after']['VmHWM'] / 1024)} | "
+                             f"{mib(b['peak']['RssAnon'] / 1024)} / "
+                             f"{mib(b['peak']['RssFile'] / 1024)} | | | |")
+                continue
+            w, r = row["write"], row["read"]
+            cut = "" if r["complete"] else " (read cut)"
+            lines.append(
+                f"| {row['system']} | {w['written']:,} | {mib(w['after']['VmHWM'] / 1024)} | "
+                f"{mib(w['peak']['RssAnon'] / 1024)} / {mib(w['peak']['RssFile'] / 1024)} | "
+                f"{mib(r['after']['VmHWM'] / 1024)}{cut} | "
+                f"{mib(r['peak']['RssAnon'] / 1024)} / {mib(r['peak']['RssFile'] / 1024)} | "
+                f"{w['seconds']:.0f} + {r['seconds']:.0f} |")
         lines.append("")
     if results.big:
         big = results.big
@@ -1205,7 +1277,7 @@ def render(results: Results, info: List[Tuple[str, str]], systems: Sequence[Syst
             f"{big['messages']:,} messages of {LARGE} B written by one subprocess, read "
             "sequentially with get(…, 32) by another, sampling /proc/self/status: RSS "
             f"at start {big['before']['VmRSS'] / 1024:.1f} MiB; read took "
-            f"{big['read_s']:.0f} s.",
+            f"{big['read_s']:.1f} s (process start included).",
             "",
             "| read so far | VmRSS MiB | anon MiB | file-backed MiB | VmHWM MiB |",
             "|---:|---:|---:|---:|---:|",
@@ -1237,37 +1309,46 @@ def write_results(path: str, text: str) -> None:
 
 
 def plot(results: Results, systems: Sequence[System], path: str) -> None:
+    """Grouped bars per workload: x = system (and the raw floors), one bar per body size,
+    log scale from 100/s, ratios to mqstore above the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = ("put", "batch", "consume", "durable")
     names = [s.name for s in systems] + [FLOOR_EACH, FLOOR_BATCH]
-    fig, axes = plt.subplots(len(shown), 2, figsize=(12, 3.2 * len(shown)), sharey="row")
-    for row, workload in enumerate(shown):
-        for col, size in enumerate((SMALL, LARGE)):
-            ax = axes[row][col]
-            labels, rates, colors = [], [], []
-            for name in names:
+    fig, axes = plt.subplots(3, 2, figsize=(13, 12))
+    width = 0.4
+    for ax, workload in zip(axes.flat, WORKLOADS):
+        shown = [n for n in names if any(
+            (c := results.cells.get((n, workload, size))) and c.rate and not c.note
+            for size in (SMALL, LARGE))]
+        for offset, size, color in ((-width / 2, SMALL, "tab:blue"),
+                                    (width / 2, LARGE, "tab:orange")):
+            ref = results.cells.get(("mqstore", workload, size))
+            for x, name in enumerate(shown):
                 cell = results.cells.get((name, workload, size))
-                if cell is None or cell.note or not cell.rate:
+                if not cell or cell.note or not cell.rate:
                     continue
-                labels.append(name)
-                rates.append(cell.rate)
-                colors.append("tab:red" if name == "mqstore" else
-                              "tab:gray" if name.startswith("floor") else "tab:blue")
-            ax.barh(labels, rates, color=colors)
-            ax.set_xscale("log")
-            ax.invert_yaxis()
-            ax.set_title(f"{WORKLOAD_TITLES[workload]}, {size} B bodies", fontsize=10)
-            ax.tick_params(labelsize=8)
-            for y, value in enumerate(rates):
-                ax.text(value, y, f" {value:,.0f}", va="center", fontsize=7)
-            ax.set_xlabel("messages / s (log)", fontsize=8)
-    fig.suptitle("mqstore against other durable Python queues (bench/compare.py)")
+                edge = "black" if name == "mqstore" else None
+                ax.bar(x + offset, cell.rate, width, color=color, edgecolor=edge,
+                       label=f"{size} B" if x == 0 else None)
+                if ref and ref.rate and name != "mqstore":
+                    ax.text(x + offset, cell.rate * 1.15, ratio_text(cell.rate / ref.rate),
+                            ha="center", fontsize=6, rotation=90)
+        ax.set_yscale("log")
+        ax.set_ylim(100, 3e8)
+        ax.set_xticks(range(len(shown)))
+        ax.set_xticklabels(shown, rotation=30, ha="right", fontsize=8)
+        unit = "lookups / s" if workload == "lookup" else "messages / s"
+        ax.set_ylabel(unit, fontsize=8)
+        ax.set_title(WORKLOAD_TITLES[workload], fontsize=10)
+        ax.grid(axis="y", which="major", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle("bench/compare.py: throughput by system and body size "
+                 "(log scale; labels = ratio to mqstore; n/a systems omitted)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
