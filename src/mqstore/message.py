@@ -466,17 +466,23 @@ class MessageExt(Message):
         Field slots are indexed by number for speed; `_FIELD_ORDER` below pins them to
         the codec's F_* constants.
         """
-        unpack = ffi.unpack
         msg = object.__new__(cls)
         base = i * codec.FIELDS
+        # Hosts, body, topic and properties lie in one run from the born host to the
+        # end of the record: one copy out of the mapped file, then slices of it.
+        start = f[base + 10]
+        body_at = f[base + 17] - start
+        props_at = f[base + 21] - start
+        props_end = props_at + f[base + 22]
+        run = ffi.unpack(ptr + start, props_end)
         if topic is None:
-            topic = unpack(ptr + f[base + 19], f[base + 20]).decode("utf-8", "replace")
+            topic_at = f[base + 19] - start
+            topic = run[topic_at : topic_at + f[base + 20]].decode("utf-8", "replace")
         msg.topic = topic
-        msg.body = unpack(ptr + f[base + 17], f[base + 18])
-        msg._props_raw = unpack(ptr + f[base + 21], f[base + 22])
+        msg.body = run[body_at : body_at + f[base + 18]]
+        msg._props_raw = run[props_at:props_end]
         born_host_len = f[base + 11]
-        # born host, store timestamp and store host lie side by side: one copy
-        msg._hosts_raw = unpack(ptr + f[base + 10], born_host_len + 8 + f[base + 14])
+        msg._hosts_raw = run[: born_host_len + 8 + f[base + 14]]
         msg._born_host_len = born_host_len
         msg._properties = None
         msg._encoded = None

@@ -14,6 +14,8 @@ from .results import GetResult, GetStatus
 
 log = logging.getLogger(__name__)
 
+_F_TOTAL_SIZE = codec.F_TOTAL_SIZE
+
 TagFilter = Optional[Tuple[FrozenSet[int], FrozenSet[str]]]
 
 
@@ -151,21 +153,23 @@ def _decode_units(store, topic: str, queue_id: int, picked) -> List[MessageExt]:
             reasons = ffi.new("int64_t[]", n)
             lib.mq_decode_many(mapped.ptr, mapped.wrote_position, positions, n, 0, out, reasons)
             fields = ffi.unpack(out, n * codec.FIELDS)
+            why = ffi.unpack(reasons, n)
+            ptr, build, width = mapped.ptr, MessageExt._from_fields, codec.FIELDS
             for i in range(n):
-                if reasons[i]:
+                if why[i]:
                     store.note_damaged_unit(
                         topic,
                         queue_id,
                         group[i][2],
-                        codec.STOP_REASONS.get(reasons[i], "invalid record"),
+                        codec.STOP_REASONS.get(why[i], "invalid record"),
                     )
                     continue
-                if fields[i * codec.FIELDS + codec.F_TOTAL_SIZE] != group[i][1]:
+                if fields[i * width + _F_TOTAL_SIZE] != group[i][1]:
                     store.note_damaged_unit(
                         topic, queue_id, group[i][2], "unit size differs from the record's"
                     )
                     continue
-                result.append(MessageExt._from_fields(mapped.ptr, fields, i, topic))
+                result.append(build(ptr, fields, i, topic))
         finally:
             mapped.release()
         start = end
