@@ -667,3 +667,44 @@ def test_tail_follower_from_end_offset_across_roll(store_dir):
         assert [m.commitlog_offset for m in store.iter_commitlog(end)] == [fs]
     finally:
         store.close()
+
+
+def _resident_kib(path: str) -> int:
+    """Resident KiB of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split(" ", 1)[0]:  # a mapping's header line
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps")
+def test_files_left_behind_do_not_stay_resident(small_store):
+    """Writing, dispatching and reading the whole log keeps about one file per reader
+    resident, not the size of the store: a file every reader has left is let go."""
+    store = small_store(mapped_file_size_commitlog=1 << 20, warm_mapped_file_enable=False)
+    body = bytes(1000)
+    for _ in range(16):
+        store.put_batch([Message("T", body) for _ in range(250)])  # ~4 MiB in all
+    while store.dispatcher.behind():
+        time.sleep(0.001)
+    files = store.commitlog.queue.files
+    assert len(files) >= 4
+    old, current = files[0].path, files[-1].path
+    assert _resident_kib(current) > 0  # the writer's file stays in
+    assert _resident_kib(old) == 0  # the dispatcher left it: dropped
+    offset, read = 0, 0
+    while True:  # a sequential reader brings each file in, then lets it go
+        got = store.get("T", 0, offset, 32)
+        if not got.messages:
+            break
+        read += len(got.messages)
+        offset = got.next_begin_offset
+        if read == 32:
+            assert _resident_kib(old) > 0
+    assert read == 16 * 250
+    assert _resident_kib(old) == 0
+    assert [m.body for m in store.get("T", 0, 0, 4).messages] == [body] * 4  # still there

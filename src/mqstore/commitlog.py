@@ -217,6 +217,7 @@ class CommitLog:
         #: called (append lock held) after every file roll, failed or not: the store
         #: re-measures disk use there
         self.on_roll = None
+        self._reading = threading.local()  # per reader thread: the file it is in
 
     # -- opening -----------------------------------------------------------------
 
@@ -602,6 +603,24 @@ class CommitLog:
         finally:
             mapped.release()
 
+    def note_read(self, mapped: MappedFile) -> None:
+        """A sequential reader (dispatcher, get, iteration) is in `mapped` now. When
+        this thread has moved on from an older file the writer is done with, that
+        file's pages are let go (they stay in the page cache), so reading or writing
+        the whole log keeps the process's resident memory at about one file per
+        reader, not the size of the store. The dispatcher reads everything written,
+        so this covers the writer's pages too."""
+        reading = self._reading
+        previous = getattr(reading, "mapped", None)
+        if previous is mapped:
+            return
+        reading.mapped = mapped
+        if previous is None or previous.file_from_offset >= mapped.file_from_offset:
+            return
+        files = self.queue.files
+        if files and previous.file_from_offset < files[-1].file_from_offset:
+            previous.drop_resident()  # not the writer's file: it rolled past it
+
     def iter_messages(
         self, from_offset: Optional[int] = None, check_crc: bool = False
     ) -> Iterator[MessageExt]:
@@ -614,6 +633,7 @@ class CommitLog:
             if mapped is None or not mapped.hold():
                 return
             try:
+                self.note_read(mapped)
                 position = offset - mapped.file_from_offset
                 readable = mapped.wrote_position  # what this scan may see, fixed now
                 result = codec.scan(mapped.ptr, readable, position, 256, flags)

@@ -107,6 +107,7 @@ class Dispatcher:
         mapped = commitlog.queue.find_by_offset(offset)
         if mapped is None or not mapped.hold():
             return False
+        commitlog.note_read(mapped)
         try:
             position = offset - mapped.file_from_offset
             readable = min(mapped.wrote_position, limit - mapped.file_from_offset)

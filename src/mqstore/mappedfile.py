@@ -191,6 +191,20 @@ class MappedFile:
             raise ValueError(f"read of {size} bytes at {position} is outside {self.path}")
         return ffi.unpack(self.ptr + position, size)
 
+    def drop_resident(self) -> None:
+        """Unmap this file's pages from the process (madvise DONTNEED) without touching
+        its data: the mapping is shared, so written pages stay in the page cache,
+        dirty ones included, and a later read faults them back in. Keeps resident
+        memory from growing with the amount of the store read or written."""
+        if self.in_memory or not self.hold():
+            return  # anonymous memory would be zeroed: never for in-memory files
+        try:
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):
+            pass  # no madvise here: the kernel reclaims clean pages under pressure
+        finally:
+            self.release()
+
     # -- lifetime ----------------------------------------------------------------
 
     def hold(self) -> bool:

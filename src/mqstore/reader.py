@@ -147,6 +147,7 @@ def _decode_units(store, topic: str, queue_id: int, picked) -> List[MessageExt]:
             start = end
             continue
         try:
+            commitlog.note_read(mapped)
             n = len(group)
             positions = ffi.new("int64_t[]", [u[0] - file_start for u in group])
             out = ffi.new("int64_t[]", n * codec.FIELDS)
