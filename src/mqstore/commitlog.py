@@ -9,7 +9,7 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import codec
 from ._native import ffi, lib
@@ -621,13 +621,15 @@ class CommitLog:
         if files and previous.file_from_offset < files[-1].file_from_offset:
             previous.drop_resident()  # not the writer's file: it rolled past it
 
-    def iter_messages(
-        self, from_offset: Optional[int] = None, check_crc: bool = False
-    ) -> Iterator[MessageExt]:
-        """Every record from `from_offset` (default: the first) to the current end, in
-        CommitLog order. Raises RecordError at a damaged record."""
-        offset = self.min_offset() if from_offset is None else from_offset
-        flags = codec.SCAN_CHECK_CRC if check_crc else 0
+    def walk(self, from_offset: int, read: Callable) -> Iterator:
+        """Chunks of records from `from_offset` to the current end, in CommitLog order.
+
+        For each chunk, `read(mapped, position, readable)` runs while the file is held
+        and returns (item, stop_pos, stop_reason) from a scan at `position`; `item` is
+        yielded (after the file is released) unless it is None. The walk moves past
+        blank records to the next file, follows a writer that appended meanwhile, and
+        raises RecordError at a damaged record."""
+        offset = from_offset
         while True:
             mapped = self.queue.find_by_offset(offset)
             if mapped is None or not mapped.hold():
@@ -636,16 +638,12 @@ class CommitLog:
                 self.note_read(mapped)
                 position = offset - mapped.file_from_offset
                 readable = mapped.wrote_position  # what this scan may see, fixed now
-                result = codec.scan(mapped.ptr, readable, position, 256, flags)
-                messages = [
-                    MessageExt._from_fields(mapped.ptr, result.fields, i)
-                    for i in range(result.count)
-                ]
+                item, stop_pos, reason = read(mapped, position, readable)
             finally:
                 mapped.release()
-            yield from messages
-            offset = mapped.file_from_offset + result.stop_pos
-            reason = result.stop_reason
+            if item is not None:
+                yield item
+            offset = mapped.file_from_offset + stop_pos
             if reason == codec.STOP_LIMIT:
                 continue
             if reason == codec.STOP_BLANK or (
@@ -658,6 +656,25 @@ class CommitLog:
             if mapped.wrote_position > readable:
                 continue  # the writer appended while we were yielding: read on
             return
+
+    def iter_messages(
+        self, from_offset: Optional[int] = None, check_crc: bool = False
+    ) -> Iterator[MessageExt]:
+        """Every record from `from_offset` (default: the first) to the current end, in
+        CommitLog order. Raises RecordError at a damaged record."""
+        flags = codec.SCAN_CHECK_CRC if check_crc else 0
+
+        def read(mapped, position, readable):
+            result = codec.scan(mapped.ptr, readable, position, 256, flags)
+            messages = [
+                MessageExt._from_fields(mapped.ptr, result.fields, i)
+                for i in range(result.count)
+            ]
+            return messages, result.stop_pos, result.stop_reason
+
+        start = self.min_offset() if from_offset is None else from_offset
+        for messages in self.walk(start, read):
+            yield from messages
 
     # -- flushing and closing ----------------------------------------------------
 

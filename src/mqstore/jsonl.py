@@ -15,7 +15,6 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from . import codec
 from ._native import ffi, lib
-from .errors import RecordError
 from .message import decode_host, decode_properties
 
 _CHUNK = 1024
@@ -43,41 +42,22 @@ def iter_chunks(store, from_offset: int) -> Iterator[Tuple[bytes, List[int], int
     `from_offset` to the end of the log: `data` is a copy of the chunk's bytes, which
     start at `data_position` in the file; `fields` the scanner's output as a list.
     Raises RecordError at a damaged record."""
-    commitlog = store.commitlog
     out = ffi.new("int64_t[]", _CHUNK * F + 2)
     stop = out + _CHUNK * F
     view = memoryview(ffi.buffer(out)).cast("q")
-    offset = from_offset
-    while True:
-        mapped = commitlog.queue.find_by_offset(offset)
-        if mapped is None or not mapped.hold():
-            return
-        try:
-            position = offset - mapped.file_from_offset
-            readable = mapped.wrote_position
-            count = lib.mq_scan(
-                mapped.ptr, readable, position, _CHUNK, codec.SCAN_PROPERTIES, out, stop
-            )
-            stop_pos, reason = stop[0], stop[1]
-            data = ffi.unpack(mapped.ptr + position, stop_pos - position) if count else b""
-            fields = view[: count * F].tolist()
-        finally:
-            mapped.release()
-        if count:
-            yield data, fields, count, position, mapped.file_from_offset
-        offset = mapped.file_from_offset + stop_pos
-        if reason == codec.STOP_LIMIT:
-            continue
-        if reason == codec.STOP_BLANK or (
-            reason == codec.STOP_END and readable >= commitlog.file_size
-        ):
-            offset = mapped.file_from_offset + commitlog.file_size
-            continue
-        if codec.is_error(reason):
-            raise RecordError(codec.STOP_REASONS[reason], offset, mapped.path)
-        if mapped.wrote_position > readable:
-            continue
-        return
+
+    def read(mapped, position, readable):
+        count = lib.mq_scan(
+            mapped.ptr, readable, position, _CHUNK, codec.SCAN_PROPERTIES, out, stop
+        )
+        stop_pos, reason = stop[0], stop[1]
+        if not count:
+            return None, stop_pos, reason
+        data = ffi.unpack(mapped.ptr + position, stop_pos - position)
+        chunk = (data, view[: count * F].tolist(), count, position, mapped.file_from_offset)
+        return chunk, stop_pos, reason
+
+    return store.commitlog.walk(from_offset, read)
 
 
 class JsonLines:
