@@ -187,8 +187,9 @@ class CommitLog:
         self.queue = MappedFileQueue(
             os.path.join(store_path, "commitlog"), self.file_size, self._allocator, readonly
         )
-        # Re-entrant, so close() from a signal handler that interrupted an append in
-        # this thread does not deadlock.
+        # Re-entrant: a roll calls back into code that may append or read the offsets.
+        # (A close from a signal handler never takes it re-entrantly: see
+        # MessageStore.close.)
         self._lock = threading.RLock()
         self._clock = config.clock
         # The hot path wants one C-level call for "now"; an injected clock is wrapped.
@@ -689,6 +690,11 @@ class CommitLog:
         if checkpoint is not None and covered and stamp > checkpoint.physic_msg_timestamp:
             checkpoint.physic_msg_timestamp = stamp
         return self.queue.flushed_where
+
+    def refuse_appends(self) -> None:
+        """Refuse appends that have not started (no lock: safe from a signal handler
+        that interrupted an append, which finishes)."""
+        self._closed = True
 
     def stop_appends(self) -> None:
         """Refuse appends from now on (StoreClosedError); one in progress finishes."""

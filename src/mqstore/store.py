@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import shutil
+import signal
+import sys
 import threading
 import weakref
 from array import array
@@ -72,6 +75,44 @@ def _close_open_stores() -> None:
             log.exception("closing %s at exit failed", store.path)
 
 
+_PACKAGE_PREFIX = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _handler_code(handler):
+    """The code object a Python signal handler runs (None for SIG_DFL and the like)."""
+    while hasattr(handler, "func"):  # functools.partial
+        handler = handler.func
+    handler = getattr(handler, "__func__", handler)  # bound methods
+    return getattr(handler, "__code__", None)
+
+
+def _interrupted_store_call() -> bool:
+    """True when the calling code runs in a Python signal handler that interrupted
+    mqstore code on this thread. That code may hold the store's locks or be writing to
+    a mapped file, so a close() from there must not wait for locks or unmap anything."""
+    if threading.current_thread() is not threading.main_thread():
+        return False  # Python runs signal handlers on the main thread only
+    handlers = set()
+    for signum in signal.valid_signals():
+        try:
+            code = _handler_code(signal.getsignal(signum))
+        except (OSError, ValueError):
+            continue
+        if code is not None:
+            handlers.add(code)
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code not in handlers:
+        frame = frame.f_back
+    if frame is None:
+        return False
+    frame = frame.f_back  # the interrupted frame, then its callers
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_PACKAGE_PREFIX):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _body_view(body) -> memoryview:
     """A contiguous byte view of a non-bytes body; TypeError for anything else."""
     try:
@@ -108,7 +149,8 @@ class MessageStore:
         self.config = config
         self.readonly = _readonly
         self._closed = True
-        self._close_lock = threading.RLock()
+        self._close_claims = itertools.count()  # next() is atomic: the first caller closes
+        self._close_done = threading.Event()
         self._topic_bytes: Dict[str, bytes] = {}
         self._lock: Optional[StoreLock] = None
         self._prepare_directory()
@@ -973,18 +1015,31 @@ class MessageStore:
         """Dispatch what is left, flush everything, write the checkpoint, remove the
         abort file, stop the services, unmap the files and release the lock.
 
-        Idempotent, and safe from any thread, from a signal handler (a re-entrant call
-        returns at once) and from atexit (open stores are also closed at exit)."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            _open_stores.discard(self)
-            try:
-                self._shutdown_parts()
-            finally:
-                if self._lock is not None:
-                    self._lock.release()
+        Idempotent and safe from any thread; a second caller waits until the store is
+        closed. From a signal handler that interrupted a store call on the same thread
+        (a put half-way through, say), the store refuses new calls at once and a helper
+        thread finishes the close as soon as the interrupted call returns; the handler
+        does not wait. Open stores are also closed at interpreter exit."""
+        if next(self._close_claims):
+            if not _interrupted_store_call():
+                self._close_done.wait()
+            return
+        self._closed = True
+        _open_stores.discard(self)
+        if _interrupted_store_call():
+            if self.commitlog is not None:
+                self.commitlog.refuse_appends()
+            threading.Thread(target=self._close_now, name="mqstore-close").start()
+            return
+        self._close_now()
+
+    def _close_now(self) -> None:
+        try:
+            self._shutdown_parts()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+            self._close_done.set()
 
     def _shutdown_parts(self) -> None:
         clean = False
