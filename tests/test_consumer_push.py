@@ -451,7 +451,7 @@ def test_get_does_not_skip_units_dispatched_during_the_read(small_store):
     producer.send(Message("T", b"first"), queue=0)
     queue = store.consume_queue("T", 0)
     assert wait_until(lambda: queue.max_offset() == 1, timeout=5)
-    original = queue.read_units
+    original = queue.read_unit_bytes
     calls = []
 
     def racing_read_units(queue_offset, max_units):
@@ -461,9 +461,9 @@ def test_get_does_not_skip_units_dispatched_during_the_read(small_store):
         calls.append(queue_offset)
         return original(queue_offset, max_units)
 
-    queue.read_units = racing_read_units
+    queue.read_unit_bytes = racing_read_units
     got = store.get("T", 0, 0, 32)
-    queue.read_units = original
+    queue.read_unit_bytes = original
     assert len(calls) >= 2  # the race really happened: a second read found the unit
     bodies = [m.body for m in got.messages]
     # Either the second message is returned, or the next offset stays before it.

@@ -786,6 +786,116 @@ def test_property_lookup_examples(props, tags, keys):
         assert record[off:off + n].decode() == keys
 
 
+# ----------------------------------------------------------------------------- get()'s C helpers
+
+BLANK_UNIT = 0x7FFFFFFF
+_units_guard = functools.lru_cache(maxsize=1)(lambda: GuardedBuffer(64 * 1024))
+
+
+def reference_pick(units, codes, cl_min, cl_max, byte_limit, budget, have, taken):
+    """RocketMQ's getMessage loop over units (offset, size, tag code), as get() ran it
+    in Python before it moved to C: (picks, scanned, bytes, full, miss, damaged)."""
+    picks, damaged, miss, full, scanned = [], [], lib.MQ_MISS_NONE, 0, 0
+    while scanned < len(units) and len(picks) < budget:
+        offset, size, tag_code = units[scanned]
+        if (have or picks) and taken + size > byte_limit:
+            full = 1
+            break
+        scanned += 1
+        low = (tag_code & 0xFFFFFFFF) - ((tag_code & 0x80000000) << 1)
+        if codes is not None and low not in codes:
+            miss = lib.MQ_MISS_NO_MATCH
+            continue
+        if size == BLANK_UNIT and offset == 0:
+            continue
+        if offset < cl_min:
+            miss = lib.MQ_MISS_REMOVED
+            continue
+        if offset < 0 or size <= 0 or offset + size > cl_max:
+            damaged.append(scanned - 1)
+            continue
+        picks.append((offset, size, scanned - 1))
+        taken += size
+    return picks, scanned, taken, full, miss, damaged
+
+
+_i64 = st.integers(-(2**63), 2**63 - 1)
+_sound_record = st.builds(
+    lambda body, topic, props, sys_flag: craft_record(body, topic, props, sys_flag=sys_flag),
+    st.binary(max_size=60), st.binary(max_size=20), st.binary(max_size=40),
+    st.sampled_from([0, 0x10, 0x20, 0x30]))
+_unit = st.tuples(st.sampled_from([0, 0, 100, 4096, 10**6]) | st.integers(-10, 2**20) | _i64,
+                  st.sampled_from([100, 250, BLANK_UNIT, 0, -1]) | _any_i32,
+                  st.sampled_from([0, 1, 7, 2**32 + 7, -(2**40) + 1]) | _i64)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(_unit, max_size=40),
+       st.none() | st.lists(st.sampled_from([0, 1, 7, -1]) | _any_i32, max_size=4),
+       st.integers(-5, 2**20), st.integers(-5, 2**21), st.integers(0, 10**6),
+       st.integers(1, 40), st.booleans(), st.integers(0, 10**6))
+def test_pick_units_matches_the_reference(units, codes, cl_min, cl_max, byte_limit, budget,
+                                          have, taken):
+    raw = b"".join(struct.pack(">qiq", *unit) for unit in units)
+    ptr = _units_guard().place(raw)  # an over-read hits the guard page
+    code_array = ffi.new("int32_t[]", codes) if codes is not None else ffi.NULL
+    io = ffi.new("int64_t[]", lib.MQ_PICK_IO)
+    io[lib.MQ_PICK_BYTES], io[lib.MQ_PICK_HAVE] = taken, int(have)
+    picked = ffi.new("int64_t[]", 3 * budget)
+    damaged = ffi.new("int64_t[]", max(1, len(units)))
+    n = lib.mq_pick_units(ptr, len(units), code_array, len(codes) if codes is not None else -1,
+                          cl_min, cl_max, byte_limit, budget, io, picked, damaged)
+    picks, scanned, total, full, miss, bad = reference_pick(
+        units, set(codes) if codes is not None else None, cl_min, cl_max, byte_limit, budget,
+        have, taken)
+    assert [tuple(picked[3 * i:3 * i + 3]) for i in range(n)] == picks
+    assert (io[lib.MQ_PICK_SCANNED], io[lib.MQ_PICK_BYTES], io[lib.MQ_PICK_FULL],
+            io[lib.MQ_PICK_MISS]) == (scanned, total, full, miss)
+    assert list(damaged[0:io[lib.MQ_PICK_DAMAGED]]) == bad
+
+
+@settings(max_examples=500, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(_sound_record | structured_record(), min_size=1, max_size=4), st.data())
+def test_locate_many_on_damaged_records(records, data):
+    """mq_locate_many at record starts and at arbitrary positions of sound and damaged
+    CommitLog bytes: never reads outside them, and agrees with the reference decoder."""
+    file_from = data.draw(st.sampled_from([0, 1 << 30]), label="file_from")
+    queue_id = data.draw(st.sampled_from([0, 1]) | _any_i32, label="queue_id")
+    starts = [sum(map(len, records[:i])) for i in range(len(records))]
+    buf = bytearray(b"".join(records))
+    for start, record in zip(starts, records):
+        if len(record) >= 36 and data.draw(st.booleans(), label="in place"):
+            # QUEUEID and PHYSICALOFFSET as a unit of this queue at this place implies
+            struct.pack_into(">i", buf, start + 12, queue_id)
+            struct.pack_into(">q", buf, start + 28, file_from + start)
+    buf = bytes(buf)
+    positions = data.draw(st.lists(st.sampled_from(starts) | st.integers(-3, len(buf) + 3),
+                                   min_size=1, max_size=8), label="positions")
+    sizes = [data.draw(st.sampled_from([len(r) for r in records]) | _any_i32, label="size")
+             for _ in positions]
+    ptr = guarded().place(buf)
+    picks = [v for pos, size in zip(positions, sizes) for v in (file_from + pos, size, 0)]
+    out = ffi.new("int64_t[]", lib.MQ_LOC_FIELDS * len(positions))
+    reasons = ffi.new("int64_t[]", len(positions))
+    ok = lib.mq_locate_many(ptr, len(buf), file_from, queue_id, ffi.new("int64_t[]", picks),
+                            len(positions), out, reasons)
+    assert ok == sum(1 for i in range(len(positions)) if reasons[i] <= 0)
+    for i, (pos, size) in enumerate(zip(positions, sizes)):
+        fields, _ = reference_decode(buf, len(buf), pos, 0) if 0 <= pos < len(buf) else (None, 0)
+        if fields is None:
+            assert reasons[i] > 0
+        elif fields[codec.F_TOTAL_SIZE] != size:
+            assert reasons[i] == codec.ERR_UNIT_SIZE
+        else:
+            usual = (fields[codec.F_QUEUE_ID] == queue_id
+                     and fields[codec.F_PHYSICAL_OFFSET] == file_from + pos)
+            assert reasons[i] == (0 if usual else lib.MQ_LOC_UNUSUAL)
+            located = list(out[i * lib.MQ_LOC_FIELDS:(i + 1) * lib.MQ_LOC_FIELDS])
+            assert located == [fields[codec.F_BODY_OFF] - pos, fields[codec.F_BODY_LEN],
+                               fields[codec.F_QUEUE_OFFSET]]
+
+
 # ----------------------------------------------------------------------------- subprocess fuzz
 
 

@@ -73,6 +73,7 @@ ERR_FIELD_LENGTH = lib.MQ_ERR_FIELD_LENGTH
 ERR_SIZE_MISMATCH = lib.MQ_ERR_SIZE_MISMATCH
 ERR_CRC = lib.MQ_ERR_CRC
 ERR_TORN = lib.MQ_ERR_TORN
+ERR_UNIT_SIZE = lib.MQ_ERR_UNIT_SIZE
 
 STOP_REASONS = {
     STOP_LIMIT: "record limit reached",
@@ -86,6 +87,7 @@ STOP_REASONS = {
     ERR_SIZE_MISMATCH: "TOTALSIZE disagrees with the lengths inside the record",
     ERR_CRC: "body CRC mismatch",
     ERR_TORN: "record ends in NUL: torn after its lengths were written",
+    ERR_UNIT_SIZE: "unit size differs from the record's",
 }
 
 ENC_NOSPACE = lib.MQ_ENC_NOSPACE

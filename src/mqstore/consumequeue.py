@@ -274,20 +274,26 @@ class ConsumeQueue:
         the file holding it (RocketMQ reads one CQ file per call). Returns (units,
         queue offset of the first unit returned), or ([], -1) when the offset is not
         in any file."""
+        data = self.read_unit_bytes(queue_offset, max_units)
+        if not data:
+            return [], -1
+        return list(_UNIT.iter_unpack(data)), queue_offset
+
+    def read_unit_bytes(self, queue_offset: int, max_units: int) -> bytes:
+        """As read_units, the raw 20-byte units (b"" when the offset is in no file)."""
         logical = queue_offset * CQ_STORE_UNIT_SIZE
         mapped = self.queue.find_by_offset(logical)
         if mapped is None or not mapped.hold():
-            return [], -1
+            return b""
         try:
             position = logical - mapped.file_from_offset
             available = mapped.wrote_position - position
             if available <= 0:
-                return [], -1
+                return b""
             size = min(available, max_units * CQ_STORE_UNIT_SIZE)
-            data = ffi.unpack(mapped.ptr + position, size - size % CQ_STORE_UNIT_SIZE)
+            return ffi.unpack(mapped.ptr + position, size - size % CQ_STORE_UNIT_SIZE)
         finally:
             mapped.release()
-        return list(_UNIT.iter_unpack(data)), queue_offset
 
     def unit(self, queue_offset: int) -> Optional[Tuple[int, int, int]]:
         units, _ = self.read_units(queue_offset, 1)

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Iterable, List, Mapping, Optional, Union
 
 from . import codec
-from ._native import ffi
+from ._native import ffi, lib
 
 NAME_VALUE_SEPARATOR = "\x01"
 PROPERTY_SEPARATOR = "\x02"
@@ -456,18 +456,57 @@ class MessageExt(Message):
         "_props_raw",
         "_hosts_raw",
         "_born_host_len",
+        "_record",
     )
 
     @classmethod
     def _from_fields(cls, ptr, f: List[int], i: int = 0, topic: Optional[str] = None) -> MessageExt:
         """Build from `codec.scan` fields (record i) over the buffer at `ptr`; `topic`,
-        when the caller knows it, saves decoding it.
+        when the caller knows it, saves decoding it."""
+        msg = object.__new__(cls)
+        msg._fill(ptr, f, i * codec.FIELDS, topic)
+        return msg
+
+    @classmethod
+    def _from_record(cls, record: bytes, topic: str) -> MessageExt:
+        """Every field decoded from a copy of one whole record the C core has checked.
+        (get() builds most messages itself, setting only body, topic, queue id and
+        offsets, and leaves `_record` for the rest: see `__getattr__`.)"""
+        msg = object.__new__(cls)
+        msg._record = record
+        msg._decode_record(record, topic)
+        return msg
+
+    def __getattr__(self, name: str):
+        # Called only for a slot not set yet: the lazily decoded fields of a message
+        # get() built. Decode them all, once, then answer.
+        if name in _LAZY_FIELDS:
+            try:
+                record = object.__getattribute__(self, "_record")
+            except AttributeError:
+                pass
+            else:
+                keep = (self.topic, self.body, self.queue_id, self.queue_offset,
+                        self.commitlog_offset)
+                self._decode_record(record, self.topic)
+                (self.topic, self.body, self.queue_id, self.queue_offset,
+                 self.commitlog_offset) = keep  # as read (or as the caller set them since)
+                return object.__getattribute__(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _decode_record(self, record: bytes, topic: Optional[str]) -> None:
+        out = ffi.new("int64_t[]", codec.FIELDS)
+        reason = ffi.new("int64_t[1]")
+        if not lib.mq_decode_many(ffi.from_buffer(record), len(record), _ZERO, 1, 0, out,
+                                  reason):  # pragma: no cover - checked when it was read
+            raise ValueError(f"stored record no longer decodes (reason {reason[0]})")
+        self._fill(ffi.from_buffer(record), ffi.unpack(out, codec.FIELDS), 0, topic)
+
+    def _fill(self, ptr, f: List[int], base: int, topic: Optional[str]) -> None:
+        """Set every field from scan fields at f[base:] over the buffer at `ptr`.
 
         Field slots are indexed by number for speed; `_FIELD_ORDER` below pins them to
-        the codec's F_* constants.
-        """
-        msg = object.__new__(cls)
-        base = i * codec.FIELDS
+        the codec's F_* constants."""
         # Hosts, body, topic and properties lie in one run from the born host to the
         # end of the record: one copy out of the mapped file, then slices of it.
         start = f[base + 10]
@@ -478,44 +517,55 @@ class MessageExt(Message):
         if topic is None:
             topic_at = f[base + 19] - start
             topic = run[topic_at : topic_at + f[base + 20]].decode("utf-8", "replace")
-        msg.topic = topic
-        msg.body = run[body_at : body_at + f[base + 18]]
-        msg._props_raw = run[props_at:props_end]
+        self.topic = topic
+        self.body = run[body_at : body_at + f[base + 18]]
+        self._props_raw = run[props_at:props_end]
         born_host_len = f[base + 11]
-        msg._hosts_raw = run[: born_host_len + 8 + f[base + 14]]
-        msg._born_host_len = born_host_len
-        msg._properties = None
-        msg._encoded = None
+        self._hosts_raw = run[: born_host_len + 8 + f[base + 14]]
+        self._born_host_len = born_host_len
+        self._properties = None
+        self._encoded = None
         (
-            msg.store_size,
-            msg.magic_code,
-            msg.body_crc,
-            msg.queue_id,
-            msg.flag,
-            msg.queue_offset,
-            msg.commitlog_offset,
-            msg.sys_flag,
-            msg.born_timestamp,
+            self.store_size,
+            self.magic_code,
+            self.body_crc,
+            self.queue_id,
+            self.flag,
+            self.queue_offset,
+            self.commitlog_offset,
+            self.sys_flag,
+            self.born_timestamp,
         ) = f[base + 1 : base + 10]
-        msg.store_timestamp = f[base + 12]
-        msg.reconsume_times = f[base + 15]
-        msg.prepared_transaction_offset = f[base + 16]
-        return msg
+        self.store_timestamp = f[base + 12]
+        self.reconsume_times = f[base + 15]
+        self.prepared_transaction_offset = f[base + 16]
 
-    def __copy__(self) -> MessageExt:
-        new = object.__new__(type(self))
+    def _slot_values(self) -> dict:
+        """The fields actually set (born_host and store_host are computed here)."""
+        values = {}
         for cls in type(self).__mro__:
             for name in getattr(cls, "__slots__", ()):
                 if name in ("born_host", "store_host"):
-                    continue  # properties here, computed from _hosts_raw
-                try:
-                    value = object.__getattribute__(self, name)
-                except AttributeError:
                     continue
-                object.__setattr__(new, name, value)
+                try:
+                    values[name] = object.__getattribute__(self, name)
+                except AttributeError:
+                    continue  # not decoded yet: it will be, from _record
+        return values
+
+    def __copy__(self) -> MessageExt:
+        new = object.__new__(type(self))
+        new.__setstate__(self.__getstate__())
         if new._properties is not None:
             new._properties = dict(new._properties)
         return new
+
+    def __getstate__(self):
+        return None, self._slot_values()
+
+    def __setstate__(self, state) -> None:
+        for name, value in state[1].items():
+            object.__setattr__(self, name, value)
 
     @property
     def _born_host_raw(self) -> bytes:
@@ -591,5 +641,13 @@ _FIELD_ORDER = (
     codec.F_PROPS_OFF,
     codec.F_PROPS_LEN,
 )
+#: Fields a message built by MessageExt._from_record decodes on first use.
+_LAZY_FIELDS = frozenset((
+    "flag", "born_timestamp", "sys_flag", "reconsume_times", "prepared_transaction_offset",
+    "_properties", "_encoded", "store_timestamp", "body_crc", "magic_code", "_props_raw",
+    "_hosts_raw", "_born_host_len", "store_size",
+))
+_ZERO = ffi.new("int64_t[1]")
+
 if tuple(range(1, 23)) != _FIELD_ORDER:  # pragma: no cover - guards the C header
     raise ImportError("mqstore: C field layout does not match MessageExt._from_fields")

@@ -617,6 +617,121 @@ int32_t mq_decode_many(const char *buf, int64_t buf_len, const int64_t *position
     return ok;
 }
 
+/* ---------------------------------------------------------------- get() */
+
+#define CQ_UNIT_BYTES 20
+#define CQ_BLANK_UNIT_SIZE 0x7FFFFFFF
+
+/*
+ * RocketMQ's getMessage loop over ConsumeQueue units: takes `units` (n_units raw
+ * 20-byte units, read from disk) in order and picks those get() returns, up to
+ * `budget` picks, stopping before the unit that would take the picked bytes past
+ * `byte_limit` (unless nothing is picked yet: io[MQ_PICK_HAVE] = 0 and no pick made
+ * in this call). Skipped, in this order: a tag code whose low 32 bits are not among
+ * `codes` (n_codes < 0: no tag filter), a pre-fill unit (offset 0, size BLANK), a
+ * unit below cl_min (its record was deleted), and a unit pointing outside
+ * [0, cl_max) (damaged: its index goes to `damaged`, which has room for n_units).
+ * picked gets three int64 per pick: CommitLog offset, size, index in `units`.
+ * io: in: [MQ_PICK_BYTES] bytes picked before, [MQ_PICK_HAVE] messages held before;
+ * out: bytes after, [MQ_PICK_SCANNED] units consumed, [MQ_PICK_FULL] 1 when the byte
+ * limit stopped it, [MQ_PICK_MISS] the last skip reason (MQ_MISS_*), and
+ * [MQ_PICK_DAMAGED] the number of damaged indices. Returns the number picked.
+ * Thread-safe: touches only its arguments.
+ */
+int32_t mq_pick_units(const char *units, int32_t n_units, const int32_t *codes,
+                      int32_t n_codes, int64_t cl_min, int64_t cl_max, int64_t byte_limit,
+                      int32_t budget, int64_t *io, int64_t *picked, int64_t *damaged) {
+    int64_t bytes = io[MQ_PICK_BYTES];
+    int have = io[MQ_PICK_HAVE] != 0;
+    int32_t n = 0, scanned = 0, n_damaged = 0;
+    int64_t miss = MQ_MISS_NONE, full = 0;
+    while (scanned < n_units && n < budget) {
+        const char *u = units + (int64_t)scanned * CQ_UNIT_BYTES;
+        int64_t offset = get64(u);
+        int32_t size = get32(u + 8);
+        int64_t tag_code = get64(u + 12);
+        if ((have || n > 0) && bytes + size > byte_limit) {
+            full = 1;
+            break;
+        }
+        scanned++;
+        if (n_codes >= 0) {
+            int32_t low = (int32_t)(uint32_t)(uint64_t)tag_code;
+            int found = 0;
+            for (int32_t c = 0; c < n_codes; c++)
+                if (codes[c] == low) {
+                    found = 1;
+                    break;
+                }
+            if (!found) {
+                miss = MQ_MISS_NO_MATCH;
+                continue;
+            }
+        }
+        if (size == CQ_BLANK_UNIT_SIZE && offset == 0)
+            continue;
+        if (offset < cl_min) {
+            miss = MQ_MISS_REMOVED;
+            continue;
+        }
+        if (offset < 0 || size <= 0 || offset > cl_max - size) {
+            damaged[n_damaged++] = scanned - 1;
+            continue;
+        }
+        picked[3 * n] = offset;
+        picked[3 * n + 1] = size;
+        picked[3 * n + 2] = scanned - 1;
+        bytes += size;
+        n++;
+    }
+    io[MQ_PICK_BYTES] = bytes;
+    io[MQ_PICK_SCANNED] = scanned;
+    io[MQ_PICK_FULL] = full;
+    io[MQ_PICK_MISS] = miss;
+    io[MQ_PICK_DAMAGED] = n_damaged;
+    return n;
+}
+
+/*
+ * Checks the records that `count` picks (mq_pick_units' triples) point at inside one
+ * CommitLog file: `buf` is its mapping, `buf_len` its readable bytes, `file_from` the
+ * CommitLog offset of buf[0]. For pick i, reasons[i] is 0, an MQ_STOP_* / MQ_ERR_*
+ * code, MQ_ERR_UNIT_SIZE when the record's TOTALSIZE is not the unit's size, or
+ * MQ_LOC_UNUSUAL for a sound record whose QUEUEID is not `queue_id` or whose
+ * PHYSICALOFFSET is not the unit's offset. For a sound record (reason 0 or UNUSUAL),
+ * out gets MQ_LOC_FIELDS int64: the body's offset inside the record, the body length
+ * and the record's QUEUEOFFSET. Returns the number of sound records.
+ * Thread-safe: touches only its arguments.
+ */
+int32_t mq_locate_many(const char *buf, int64_t buf_len, int64_t file_from,
+                       int32_t queue_id, const int64_t *picked, int32_t count,
+                       int64_t *out, int64_t *reasons) {
+    int64_t f[MQ_FIELDS];
+    int32_t ok = 0;
+    for (int32_t i = 0; i < count; i++) {
+        int64_t pos = picked[3 * i] - file_from;
+        int64_t *o = out + (int64_t)i * MQ_LOC_FIELDS;
+        if (pos < 0 || pos >= buf_len) {
+            reasons[i] = MQ_ERR_TRUNCATED;
+            continue;
+        }
+        int reason = decode_one(buf, buf_len, pos, 0, f);
+        if (reason == 0 && f[MQ_F_TOTAL_SIZE] != picked[3 * i + 1])
+            reason = MQ_ERR_UNIT_SIZE;
+        if (reason == 0 && (f[MQ_F_QUEUE_ID] != queue_id ||
+                            f[MQ_F_PHYSICAL_OFFSET] != picked[3 * i]))
+            reason = MQ_LOC_UNUSUAL;
+        reasons[i] = reason;
+        if (reason > 0)
+            continue;
+        o[MQ_LOC_BODY_OFF] = f[MQ_F_BODY_OFF] - pos;
+        o[MQ_LOC_BODY_LEN] = f[MQ_F_BODY_LEN];
+        o[MQ_LOC_QUEUE_OFFSET] = f[MQ_F_QUEUE_OFFSET];
+        ok++;
+    }
+    return ok;
+}
+
 /* ---------------------------------------------------------------- ConsumeQueue */
 
 #define CQ_UNIT 20

@@ -55,6 +55,7 @@
 #define MQ_ERR_SIZE_MISMATCH 14
 #define MQ_ERR_CRC 15
 #define MQ_ERR_TORN 16
+#define MQ_ERR_UNIT_SIZE 17
 
 /* Negative results of the encoders. */
 #define MQ_ENC_NOSPACE -1
@@ -139,6 +140,39 @@ int32_t mq_index_add(char *index_base, int32_t slot_num, int32_t index_num,
 
 int32_t mq_decode_many(const char *buf, int64_t buf_len, const int64_t *positions,
                        int32_t count, int32_t flags, int64_t *out, int64_t *reasons);
+
+/* ---- get(): choosing ConsumeQueue units, then checking the records they point at */
+
+/* Slots of mq_pick_units' io array. */
+#define MQ_PICK_BYTES 0
+#define MQ_PICK_HAVE 1
+#define MQ_PICK_SCANNED 2
+#define MQ_PICK_FULL 3
+#define MQ_PICK_MISS 4
+#define MQ_PICK_DAMAGED 5
+#define MQ_PICK_IO 6
+
+/* Miss reasons in io[MQ_PICK_MISS]. */
+#define MQ_MISS_NONE 0
+#define MQ_MISS_NO_MATCH 1
+#define MQ_MISS_REMOVED 2
+
+/* Slots per record in mq_locate_many's output. */
+#define MQ_LOC_BODY_OFF 0
+#define MQ_LOC_BODY_LEN 1
+#define MQ_LOC_QUEUE_OFFSET 2
+#define MQ_LOC_FIELDS 3
+
+/* mq_locate_many's reason for a sound record whose QUEUEID or PHYSICALOFFSET is not
+ * the one its unit implies (only in a damaged or hand-made store). */
+#define MQ_LOC_UNUSUAL -1
+
+int32_t mq_pick_units(const char *units, int32_t n_units, const int32_t *codes,
+                      int32_t n_codes, int64_t cl_min, int64_t cl_max, int64_t byte_limit,
+                      int32_t budget, int64_t *io, int64_t *picked, int64_t *damaged);
+int32_t mq_locate_many(const char *buf, int64_t buf_len, int64_t file_from,
+                       int32_t queue_id, const int64_t *picked, int32_t count,
+                       int64_t *out, int64_t *reasons);
 
 int64_t mq_last_nonzero(const char *base, int64_t from, int64_t to);
 void mq_zero(char *base, int64_t from, int64_t to);
