@@ -176,10 +176,11 @@ class MqstoreHandle(Handle):
         fresh = not os.path.exists(path)
         self.store = store = MessageStore(path, flush_disk_type=flush, **MQSTORE_CONFIG)
         if fresh and expect_bytes:
-            # As bench_append's A rows and floors: the pages the timed part writes are
-            # touched first and the background services are idle (a running store's
-            # allocator warms files ahead of the writer). The first file comes with a
-            # message to another topic, so TOPIC's queue starts empty.
+            # As bench_append's A rows and the floors: the pages the timed part writes
+            # are touched first and the background services are idle, so every system
+            # and floor writes into resident pages (bench_warm.py measures the fresh-
+            # page case). The first file comes with a message to another topic, so
+            # TOPIC's queue starts empty.
             store.put(Message("Warmup", b"x"))
             current = store.commitlog.queue.last_file()
             ba.touch(current, current.wrote_position, expect_bytes)
@@ -1266,9 +1267,10 @@ def render(results: Results, info: List[Tuple[str, str]], systems: Sequence[Syst
             "as resident; a thread sampling every 20 ms splits the peak into anonymous and "
             f"file-backed. A subprocess still writing after {limit:g} s stops there (the "
             "count written says how many); one still reading is stopped at that time "
-            "with the peaks so far (read cut). mqstore's writer touches every page of "
-            "its 1 GiB CommitLog file ahead of the writes (warm_mapped_file_enable) and "
-            "maps its ConsumeQueue and index files, hence its file-backed peak.",
+            "with the peaks so far (read cut). mqstore maps its 1 GiB CommitLog files and "
+            "its ConsumeQueue and index files, hence its file-backed peak (runs before "
+            "2026-11-23 17:00 UTC also touched every page of the CommitLog file ahead of "
+            "the writes: warm_mapped_file_enable was on by default then).",
             "",
             "| system | written | write peak MiB | (anon / file) | read peak MiB "
             "| (anon / file) | write + read s |",

@@ -113,10 +113,10 @@ class StoreConfig:
     max_transfer_bytes_on_message_in_memory: int = 256 * 1024
     max_transfer_count_on_message_in_memory: int = 32
     #: Touch every page of a new CommitLog file in the background before the writer
-    #: reaches it. RocketMQ's `warmMapedFileEnable` defaults to false; mqstore turns it
-    #: on because a fresh page costs the writer a page fault per 4 KiB (see
-    #: docs/performance.md for the measurement).
-    warm_mapped_file_enable: bool = True
+    #: reaches it. Off by default, as RocketMQ's `warmMapedFileEnable`: dirtying a
+    #: whole file of zero pages ahead of the writer sets off writeback that slows 4 KiB
+    #: writes 3-6x (docs/performance.md, bench/bench_warm.py).
+    warm_mapped_file_enable: bool = False
     #: Create the next CommitLog file in the background, ahead of need.
     preallocate_mapped_file: bool = True
     #: `ip:port` (IPv4) or `[ipv6]:port` written as STOREHOSTADDRESS and used in msg ids.
