@@ -165,3 +165,44 @@ def test_tag_filter_skips_in_c_and_counts_misses(tmp_path):
         rare = store.get("T", 0, 0, 2, tags="rare || odd")
         assert [m.body for m in rare.messages] == [b"1", b"3"]
         assert rare.next_begin_offset == 4
+
+
+def test_messages_read_by_get_can_be_stored_again_with_their_properties(tmp_path):
+    """A MessageExt from get() has not decoded its properties yet; putting it again,
+    alone or in a batch, must still store them."""
+    with MessageStore(tmp_path, **SMALL) as store:
+        for i in range(6):
+            store.put(Message("T", b"m%d" % i, tags=f"t{i}", properties={"n": str(i)}), 0)
+        store.put(Message("T", b"plain"), 0)
+        settle(store)
+        read = store.get("T", 0, 0).messages
+        assert len(read) == 7
+        assert store.put_batch(read[:4], 1).ok
+        for message in read[4:]:
+            assert store.put(message, 1).ok
+        settle(store)
+        again = store.get("T", 1, 0).messages
+        assert [(m.body, dict(m.properties)) for m in again] == [
+            (m.body, dict(m.properties)) for m in read]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.binary(max_size=200), st.none() | texts,
+                          st.integers(-(2**31), 2**31 - 1),
+                          st.sampled_from(["bytes", "bytearray", "memoryview"])),
+                min_size=1, max_size=20))
+def test_put_batch_round_trip(tmp_path_factory, specs):
+    """Batches with and without properties, of every body type, read back exactly."""
+    kinds = {"bytes": bytes, "bytearray": bytearray, "memoryview": memoryview}
+    with MessageStore(tmp_path_factory.mktemp("store"), **SMALL) as store:
+        batch = [Message("T", kinds[kind](body), tags=tags, flag=flag)
+                 for body, tags, flag, kind in specs]
+        result = store.put_batch(batch, 2)
+        assert result.ok and len(result) == len(specs)
+        assert result.commitlog_offsets == [r.commitlog_offset for r in result]
+        settle(store)
+        got = read_all(store, "T", 2)
+        assert [(m.body, m.tags, m.flag, m.commitlog_offset, m.store_size) for m in got] == [
+            (body, tags, flag, r.commitlog_offset, r.store_size)
+            for (body, tags, flag, _), r in zip(specs, result)]

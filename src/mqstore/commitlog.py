@@ -563,16 +563,12 @@ class CommitLog:
             self.last_store_timestamp = now
             self.queue_offsets[key] = first_queue_offset + count
         start = mapped.file_from_offset + position
-        offsets = [start]
-        for size in sizes[:-1]:
-            start += size
-            offsets.append(start)
         status = PutStatus.PUT_OK
         if self._sync and not self.flush_service.wait_for_flush(
             mapped.file_from_offset + position + total
         ):
             status = PutStatus.FLUSH_DISK_TIMEOUT
-        return PutBatchResult(status, queue_id, first_queue_offset, now, offsets, sizes, store_host)
+        return PutBatchResult(status, queue_id, first_queue_offset, now, start, sizes, store_host)
 
     # -- reading -----------------------------------------------------------------
 

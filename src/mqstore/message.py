@@ -286,44 +286,34 @@ class Message:
         reconsume_times: int = 0,
         prepared_transaction_offset: int = 0,
     ) -> None:
-        if not isinstance(topic, str):
+        if topic.__class__ is not str and not isinstance(topic, str):
             raise TypeError(f"topic must be a str, got {type(topic).__name__}")
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"body must be bytes, bytearray or memoryview, got {type(body).__name__}"
-            )
-        if body.__class__ is not bytes and not memoryview(body).c_contiguous:
-            raise TypeError("body must be a C-contiguous buffer (copy it with bytes(body))")
+        if body.__class__ is not bytes:
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    f"body must be bytes, bytearray or memoryview, got {type(body).__name__}"
+                )
+            if not memoryview(body).c_contiguous:
+                raise TypeError("body must be a C-contiguous buffer (copy it with bytes(body))")
         self.topic = topic
         self.body = body
-        # `x.__class__ is not int or x` skips the checks for the common 0 (bool fails too)
-        if flag.__class__ is not int or flag:
-            _check_int("flag", flag, _I32_MIN, _I32_MAX)
         self.flag = flag
-        if born_timestamp is not None:
-            _check_int("born_timestamp", born_timestamp, _I64_MIN, _I64_MAX)
         self.born_timestamp = born_timestamp
-        for name, host in (("born_host", born_host), ("store_host", store_host)):
-            if host is not None:
-                try:
-                    encode_host(host)
-                except (TypeError, ValueError) as exc:
-                    raise type(exc)(f"{name}: {exc}") from None
         self.born_host = born_host
         self.store_host = store_host
-        if sys_flag.__class__ is not int or sys_flag:
-            _check_int("sys_flag", sys_flag, _I32_MIN, _I32_MAX)
-        if reconsume_times.__class__ is not int or reconsume_times:
-            _check_int("reconsume_times", reconsume_times, _I32_MIN, _I32_MAX)
-        if prepared_transaction_offset.__class__ is not int or prepared_transaction_offset:
-            _check_int(
-                "prepared_transaction_offset", prepared_transaction_offset, _I64_MIN, _I64_MAX
-            )
         self.sys_flag = sys_flag
         self.reconsume_times = reconsume_times
         self.prepared_transaction_offset = prepared_transaction_offset
         self._properties = {}
         self._encoded = None
+        # One test for the common message (every field at its default); `x.__class__ is
+        # not int or x` also catches bools and other non-int zeros.
+        if (flag.__class__ is not int or flag or sys_flag.__class__ is not int or sys_flag
+                or reconsume_times.__class__ is not int or reconsume_times
+                or prepared_transaction_offset.__class__ is not int
+                or prepared_transaction_offset or born_timestamp is not None
+                or born_host is not None or store_host is not None):
+            self._check_fields()
         if properties:
             for name, value in properties.items():
                 _check_property(name, value)
@@ -334,6 +324,23 @@ class Message:
             self.keys = keys
         if delay_level:
             self.delay_level = delay_level
+
+    def _check_fields(self) -> None:
+        """Validate the numeric fields and hosts (TypeError or ValueError naming one)."""
+        _check_int("flag", self.flag, _I32_MIN, _I32_MAX)
+        if self.born_timestamp is not None:
+            _check_int("born_timestamp", self.born_timestamp, _I64_MIN, _I64_MAX)
+        for name in ("born_host", "store_host"):
+            host = getattr(self, name)
+            if host is not None:
+                try:
+                    encode_host(host)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"{name}: {exc}") from None
+        _check_int("sys_flag", self.sys_flag, _I32_MIN, _I32_MAX)
+        _check_int("reconsume_times", self.reconsume_times, _I32_MIN, _I32_MAX)
+        _check_int("prepared_transaction_offset", self.prepared_transaction_offset, _I64_MIN,
+                   _I64_MAX)
 
     # -- properties -------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 from operator import itemgetter
 from typing import Iterator, List, Optional, Sequence, Union, overload
 
@@ -122,11 +123,13 @@ class PutBatchResult(Sequence[PutResult]):
         queue_id: int = -1,
         first_queue_offset: int = -1,
         store_timestamp: int = -1,
-        offsets: Sequence[int] = (),
+        offsets: Union[int, Sequence[int]] = (),
         sizes: Sequence[int] = (),
         store_host: bytes = b"",
         error: Optional[str] = None,
     ) -> None:
+        """`offsets`: each message's CommitLog offset, or the first one (the records
+        are contiguous, so the rest follow from `sizes`)."""
         self.status = status
         self.error = error
         self.queue_id = queue_id
@@ -136,20 +139,27 @@ class PutBatchResult(Sequence[PutResult]):
         self._first_queue_offset = first_queue_offset
         self._store_host = store_host
 
+    def _offset_list(self) -> Sequence[int]:
+        offsets = self._offsets
+        if offsets.__class__ is int:
+            offsets = self._offsets = list(
+                itertools.accumulate(self._sizes[:-1], initial=offsets))
+        return offsets
+
     @property
     def ok(self) -> bool:
         return self.status is PUT_OK
 
     @property
     def commitlog_offsets(self) -> List[int]:
-        return list(self._offsets)
+        return list(self._offset_list())
 
     @property
     def msg_ids(self) -> List[str]:
-        return [offset_msg_id(self._store_host, offset) for offset in self._offsets]
+        return [offset_msg_id(self._store_host, offset) for offset in self._offset_list()]
 
     def __len__(self) -> int:
-        return len(self._offsets)
+        return len(self._sizes)
 
     @overload
     def __getitem__(self, index: int) -> PutResult: ...
@@ -167,7 +177,7 @@ class PutBatchResult(Sequence[PutResult]):
             PutResult,
             (
                 self.status,
-                self._offsets[index],
+                self._offset_list()[index],
                 self.queue_id,
                 self._first_queue_offset + index,
                 self.store_timestamp,
