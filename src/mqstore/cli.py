@@ -433,9 +433,9 @@ def _cat_json(args, config, limit: Optional[int]) -> int:
     remaining = limit
     with open_readonly(args.dir, config) as store:
         offset = start_offset(store, args.topic, args.queue, args.from_offset, since)
-        for data, fields, count, base, file_from in iter_chunks(store, offset):
+        for chunk in iter_chunks(store, offset):
             batch: list = []
-            emitted = lines.lines(data, fields, count, base, file_from, batch.append, remaining)
+            emitted = lines.lines(*chunk, batch.append, remaining)
             stream.write(b"".join(batch))
             if remaining is not None:
                 remaining -= emitted

@@ -19,6 +19,7 @@ from .message import decode_host, decode_properties
 
 _CHUNK = 1024
 F = codec.FIELDS
+_JSON_NEXT, _JSON_BYTES, _JSON_FULL = lib.MQ_JSON_NEXT, lib.MQ_JSON_BYTES, lib.MQ_JSON_FULL
 
 # Bytes that JSON text can carry between quotes as they are: printable ASCII but " and \.
 _NEEDS_CARE = re.compile(rb"[^\x20\x21\x23-\x5b\x5d-\x7e]")
@@ -37,11 +38,12 @@ def _quoted(text: Optional[str]) -> bytes:
     return b"null" if text is None else _json_str(text).encode("utf-8", "surrogatepass")
 
 
-def iter_chunks(store, from_offset: int) -> Iterator[Tuple[bytes, List[int], int, int, int]]:
-    """(data, fields, count, data_position, file_from_offset) per chunk of records from
-    `from_offset` to the end of the log: `data` is a copy of the chunk's bytes, which
-    start at `data_position` in the file; `fields` the scanner's output as a list.
-    Raises RecordError at a damaged record."""
+def iter_chunks(store, from_offset: int) -> Iterator[tuple]:
+    """(data, fields, count, data_position, file_from_offset, fields_c) per chunk of
+    records from `from_offset` to the end of the log: `data` is a copy of the chunk's
+    bytes, which start at `data_position` in the file; `fields` the scanner's output as
+    a list, and `fields_c` the same in C memory, valid until the next chunk is asked
+    for. Raises RecordError at a damaged record."""
     out = ffi.new("int64_t[]", _CHUNK * F + 2)
     stop = out + _CHUNK * F
     view = memoryview(ffi.buffer(out)).cast("q")
@@ -54,7 +56,8 @@ def iter_chunks(store, from_offset: int) -> Iterator[Tuple[bytes, List[int], int
         if not count:
             return None, stop_pos, reason
         data = ffi.unpack(mapped.ptr + position, stop_pos - position)
-        chunk = (data, view[: count * F].tolist(), count, position, mapped.file_from_offset)
+        chunk = (data, view[: count * F].tolist(), count, position, mapped.file_from_offset,
+                 out)
         return chunk, stop_pos, reason
 
     return store.commitlog.walk(from_offset, read)
@@ -84,6 +87,8 @@ class JsonLines:
         self._topic_json: Dict[bytes, bytes] = {}
         self._hosts: Dict[bytes, bytes] = {}
         self._msg_id_prefix: Dict[bytes, str] = {}
+        self._out = None  # the C formatter's output buffer, grown as needed
+        self._io = ffi.new("int64_t[]", lib.MQ_JSON_IO)
 
     def _host(self, raw: bytes) -> bytes:
         text = self._hosts.get(raw)
@@ -109,11 +114,60 @@ class JsonLines:
         count: int,
         base: int,
         file_from: int,
+        fields_c,
         emit: Callable[[bytes], None],
         limit: Optional[int],
     ) -> int:
         """Emit the JSON line of each matching record of a chunk; returns how many,
-        at most `limit`."""
+        at most `limit`. Records go through the C formatter (`mq_json_lines`) when the
+        filters allow (no tags, key or until filter, at most one topic); a record it
+        leaves (non-plain topic or properties, IPv6 host) is formatted here."""
+        topics = self.topics
+        if (self.tags is not None or self.key is not None or self.until is not None
+                or (topics is not None and len(topics) != 1)):
+            return self._lines(data, f, count, base, file_from, emit, limit, 0, count)
+        topic = next(iter(topics)) if topics is not None else ffi.NULL
+        topic_len = len(topic) if topics is not None else -1
+        queue_id = -1 if self.queue_id is None else self.queue_id
+        since = -(2**63) if self.since is None else self.since
+        need = 1024 * count + 12 * len(data)
+        if self._out is None or len(self._out) < need:
+            self._out = ffi.new("char[]", need)
+        out, io = self._out, self._io
+        data_c = ffi.from_buffer(data)
+        emitted, i = 0, 0
+        while i < count:
+            left = -1 if limit is None else limit - emitted
+            if left == 0:
+                break
+            emitted += lib.mq_json_lines(data_c, fields_c, i, count, base, queue_id, since,
+                                         topic, topic_len, left, out, len(out), io)
+            if io[_JSON_BYTES]:
+                emit(ffi.unpack(out, io[_JSON_BYTES]))
+            i = io[_JSON_NEXT]
+            if io[_JSON_FULL]:
+                if not io[_JSON_BYTES]:  # (the buffer is sized so that this cannot happen)
+                    out = self._out = ffi.new("char[]", 2 * len(out))
+                continue
+            if i < count and (limit is None or emitted < limit):
+                emitted += self._lines(data, f, count, base, file_from, emit,
+                                       None if limit is None else limit - emitted, i, i + 1)
+                i += 1
+        return emitted
+
+    def _lines(
+        self,
+        data: bytes,
+        f: List[int],
+        count: int,
+        base: int,
+        file_from: int,
+        emit: Callable[[bytes], None],
+        limit: Optional[int],
+        first: int,
+        end: int,
+    ) -> int:
+        """The Python formatter, for records [first, end) of a chunk."""
         topics, queue_id, since, until = self.topics, self.queue_id, self.since, self.until
         want_tags, key = self.tags, self.key
         topic_json, host, msg_id_prefix = self._topic_json, self._host, self._msg_id_prefix
@@ -122,7 +176,9 @@ class JsonLines:
         plain = _PLAIN_PROPS.fullmatch
         filtering = want_tags is not None or key is not None
         emitted = 0
-        columns = zip(*(f[k::F] for k in range(1, 23)), *(f[k::F] for k in range(24, 28)))
+        lo, hi = first * F, end * F
+        columns = zip(*(f[lo + k:hi:F] for k in range(1, 23)),
+                      *(f[lo + k:hi:F] for k in range(24, 28)))
         # fmt: off
         for (size, magic, crc, queue, flag, queue_offset, physical, sys_flag, born,
              born_at, born_len, stamp, store_at, store_len, reconsume, prepared, body_at,

@@ -174,6 +174,19 @@ int32_t mq_locate_many(const char *buf, int64_t buf_len, int64_t file_from,
                        int32_t queue_id, const int64_t *picked, int32_t count,
                        int64_t *out, int64_t *reasons);
 
+/* ---- `mqstore cat --format json`: one JSON line per record */
+
+/* Slots of mq_json_lines' io array. */
+#define MQ_JSON_NEXT 0
+#define MQ_JSON_BYTES 1
+#define MQ_JSON_FULL 2
+#define MQ_JSON_IO 3
+
+int32_t mq_json_lines(const char *buf, const int64_t *fields, int32_t from, int32_t count,
+                      int64_t base, int32_t queue_id, int64_t since, const char *topic,
+                      int32_t topic_len, int32_t limit, char *out, int64_t out_cap,
+                      int64_t *io);
+
 int64_t mq_last_nonzero(const char *base, int64_t from, int64_t to);
 void mq_zero(char *base, int64_t from, int64_t to);
 
