@@ -11,7 +11,7 @@ import base64
 import json
 import re
 from json.encoder import encode_basestring
-from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional
 
 from . import codec
 from ._native import ffi, lib
