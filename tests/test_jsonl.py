@@ -105,3 +105,31 @@ def test_records_left_to_python_keep_their_place(tmp_path):
     assert fast == slow
     assert [line.split(b'"body":')[1] for line in fast.splitlines()] == [
         b'"1"}', b'"2"}', b'"3"}', b'"4"}']
+
+
+def test_c_formatter_refuses_fields_that_point_outside_the_buffer(tmp_path):
+    """mq_json_lines checks every range it reads against the buffer, whatever the
+    fields say: a record whose fields point outside is left to Python, unread."""
+    from mqstore import codec
+    from mqstore._native import ffi, lib
+
+    with MessageStore(tmp_path, **SMALL) as store:
+        store.put(Message("T", b"hello", tags="t"))
+    with open_readonly(tmp_path) as store:
+        data, f, count, base, _, _ = next(iter_chunks(store, 0))
+    out = ffi.new("char[]", 1 << 16)
+    io = ffi.new("int64_t[]", lib.MQ_JSON_IO)
+    for slot, value in ((codec.F_BODY_OFF, base + len(data) - 2), (codec.F_BODY_LEN, -1),
+                        (codec.F_TOPIC_OFF, base - 1), (codec.F_PROPS_LEN, len(data) + 1),
+                        (codec.F_STORE_HOST_OFF, base + len(data) - 4),
+                        (codec.F_KEYS_OFF, base + len(data))):
+        bad = list(f[:codec.FIELDS])
+        bad[slot] = value
+        if slot == codec.F_KEYS_OFF:
+            bad[codec.F_KEYS_LEN] = 1
+        n = lib.mq_json_lines(ffi.from_buffer(data), len(data), ffi.new("int64_t[]", bad), 0,
+                              1, base, -1, -(2**63), ffi.NULL, -1, -1, out, len(out), io)
+        assert (n, io[lib.MQ_JSON_NEXT], io[lib.MQ_JSON_BYTES]) == (0, 0, 0), slot
+    good = lib.mq_json_lines(ffi.from_buffer(data), len(data), ffi.new("int64_t[]", f), 0, 1,
+                             base, -1, -(2**63), ffi.NULL, -1, -1, out, len(out), io)
+    assert good == 1 and b'"body":"hello"' in ffi.unpack(out, io[lib.MQ_JSON_BYTES])

@@ -140,8 +140,8 @@ class JsonLines:
             left = -1 if limit is None else limit - emitted
             if left == 0:
                 break
-            emitted += lib.mq_json_lines(data_c, fields_c, i, count, base, queue_id, since,
-                                         topic, topic_len, left, out, len(out), io)
+            emitted += lib.mq_json_lines(data_c, len(data), fields_c, i, count, base, queue_id,
+                                         since, topic, topic_len, left, out, len(out), io)
             if io[_JSON_BYTES]:
                 emit(ffi.unpack(out, io[_JSON_BYTES]))
             i = io[_JSON_NEXT]

@@ -924,6 +924,21 @@ static const char *plain_prop(const char *p, int64_t n, const char *name, int64_
     return found;
 }
 
+static int span_ok(int64_t off, int64_t len, int64_t buf_len) {
+    return off >= 0 && len >= 0 && off <= buf_len && len <= buf_len - off;
+}
+
+/* Every range mq_json_lines reads of one record lies inside the buffer. */
+static int json_span_ok(const int64_t *f, int64_t base, int64_t buf_len) {
+    return span_ok(f[MQ_F_TOPIC_OFF] - base, f[MQ_F_TOPIC_LEN], buf_len) &&
+           span_ok(f[MQ_F_PROPS_OFF] - base, f[MQ_F_PROPS_LEN], buf_len) &&
+           span_ok(f[MQ_F_BODY_OFF] - base, f[MQ_F_BODY_LEN], buf_len) &&
+           span_ok(f[MQ_F_BORN_HOST_OFF] - base, 8, buf_len) &&
+           span_ok(f[MQ_F_STORE_HOST_OFF] - base, 8, buf_len) &&
+           (f[MQ_F_KEYS_OFF] < 0 || span_ok(f[MQ_F_KEYS_OFF] - base, f[MQ_F_KEYS_LEN], buf_len)) &&
+           (f[MQ_F_UNIQ_OFF] < 0 || span_ok(f[MQ_F_UNIQ_OFF] - base, f[MQ_F_UNIQ_LEN], buf_len));
+}
+
 /*
  * JSON lines for `mqstore cat --format json`, byte for byte what jsonl.JsonLines
  * writes in Python, for records [from, count) of a chunk scanned with
@@ -934,11 +949,13 @@ static const char *plain_prop(const char *p, int64_t n, const char *name, int64_
  * plain printable ASCII, an IPv6 host. io[MQ_JSON_NEXT] is the index of the record to
  * look at next (count when all were done), io[MQ_JSON_BYTES] the bytes written,
  * io[MQ_JSON_FULL] 1 when it stopped because out had no room for that record.
- * Returns the number of lines written. Offsets in `fields` come from mq_scan over the
- * same bytes, so every read stays inside buf. Thread-safe: touches only its arguments.
+ * Returns the number of lines written. The offsets in `fields` come from mq_scan over
+ * the same bytes; each is checked against buf_len anyway before it is read through (a
+ * record that fails is left to Python). Thread-safe: touches only its arguments.
  */
-int32_t mq_json_lines(const char *buf, const int64_t *fields, int32_t from, int32_t count,
-                      int64_t base, int32_t queue_id, int64_t since, const char *topic,
+int32_t mq_json_lines(const char *buf, int64_t buf_len, const int64_t *fields, int32_t from,
+                      int32_t count, int64_t base, int32_t queue_id, int64_t since,
+                      const char *topic,
                       int32_t topic_len, int32_t limit, char *out, int64_t out_cap,
                       int64_t *io) {
     char *o = out;
@@ -948,6 +965,8 @@ int32_t mq_json_lines(const char *buf, const int64_t *fields, int32_t from, int3
         if (limit >= 0 && lines >= limit)
             break;
         const int64_t *f = fields + (int64_t)i * MQ_FIELDS;
+        if (!json_span_ok(f, base, buf_len))
+            break;
         const char *tp = buf + (f[MQ_F_TOPIC_OFF] - base);
         int64_t tl = f[MQ_F_TOPIC_LEN];
         if (topic_len >= 0 && (tl != topic_len || memcmp(tp, topic, (size_t)tl) != 0))

@@ -182,8 +182,9 @@ int32_t mq_locate_many(const char *buf, int64_t buf_len, int64_t file_from,
 #define MQ_JSON_FULL 2
 #define MQ_JSON_IO 3
 
-int32_t mq_json_lines(const char *buf, const int64_t *fields, int32_t from, int32_t count,
-                      int64_t base, int32_t queue_id, int64_t since, const char *topic,
+int32_t mq_json_lines(const char *buf, int64_t buf_len, const int64_t *fields, int32_t from,
+                      int32_t count, int64_t base, int32_t queue_id, int64_t since,
+                      const char *topic,
                       int32_t topic_len, int32_t limit, char *out, int64_t out_cap,
                       int64_t *io);
 
