@@ -794,7 +794,8 @@ _units_guard = functools.lru_cache(maxsize=1)(lambda: GuardedBuffer(64 * 1024))
 
 def reference_pick(units, codes, cl_min, cl_max, byte_limit, budget, have, taken):
     """RocketMQ's getMessage loop over units (offset, size, tag code), as get() ran it
-    in Python before it moved to C: (picks, scanned, bytes, full, miss, damaged)."""
+    in Python before it moved to C: (picks, scanned, bytes, full, miss, damaged,
+    unordered)."""
     picks, damaged, miss, full, scanned = [], [], lib.MQ_MISS_NONE, 0, 0
     while scanned < len(units) and len(picks) < budget:
         offset, size, tag_code = units[scanned]
@@ -816,7 +817,8 @@ def reference_pick(units, codes, cl_min, cl_max, byte_limit, budget, have, taken
             continue
         picks.append((offset, size, scanned - 1))
         taken += size
-    return picks, scanned, taken, full, miss, damaged
+    unordered = int(any(b[0] < a[0] for a, b in zip(picks, picks[1:])))
+    return picks, scanned, taken, full, miss, damaged, unordered
 
 
 _i64 = st.integers(-(2**63), 2**63 - 1)
@@ -845,12 +847,13 @@ def test_pick_units_matches_the_reference(units, codes, cl_min, cl_max, byte_lim
     damaged = ffi.new("int64_t[]", max(1, len(units)))
     n = lib.mq_pick_units(ptr, len(units), code_array, len(codes) if codes is not None else -1,
                           cl_min, cl_max, byte_limit, budget, io, picked, damaged)
-    picks, scanned, total, full, miss, bad = reference_pick(
+    picks, scanned, total, full, miss, bad, unordered = reference_pick(
         units, set(codes) if codes is not None else None, cl_min, cl_max, byte_limit, budget,
         have, taken)
     assert [tuple(picked[3 * i:3 * i + 3]) for i in range(n)] == picks
     assert (io[lib.MQ_PICK_SCANNED], io[lib.MQ_PICK_BYTES], io[lib.MQ_PICK_FULL],
-            io[lib.MQ_PICK_MISS]) == (scanned, total, full, miss)
+            io[lib.MQ_PICK_MISS], io[lib.MQ_PICK_UNORDERED]) == (scanned, total, full, miss,
+                                                                  unordered)
     assert list(damaged[0:io[lib.MQ_PICK_DAMAGED]]) == bad
 
 

@@ -634,8 +634,10 @@ int32_t mq_decode_many(const char *buf, int64_t buf_len, const int64_t *position
  * picked gets three int64 per pick: CommitLog offset, size, index in `units`.
  * io: in: [MQ_PICK_BYTES] bytes picked before, [MQ_PICK_HAVE] messages held before;
  * out: bytes after, [MQ_PICK_SCANNED] units consumed, [MQ_PICK_FULL] 1 when the byte
- * limit stopped it, [MQ_PICK_MISS] the last skip reason (MQ_MISS_*), and
- * [MQ_PICK_DAMAGED] the number of damaged indices. Returns the number picked.
+ * limit stopped it, [MQ_PICK_MISS] the last skip reason (MQ_MISS_*),
+ * [MQ_PICK_DAMAGED] the number of damaged indices, and [MQ_PICK_UNORDERED] 1 when a
+ * pick's offset is below the one before it (a damaged queue: units are otherwise in
+ * CommitLog order). Returns the number picked.
  * Thread-safe: touches only its arguments.
  */
 int32_t mq_pick_units(const char *units, int32_t n_units, const int32_t *codes,
@@ -644,7 +646,7 @@ int32_t mq_pick_units(const char *units, int32_t n_units, const int32_t *codes,
     int64_t bytes = io[MQ_PICK_BYTES];
     int have = io[MQ_PICK_HAVE] != 0;
     int32_t n = 0, scanned = 0, n_damaged = 0;
-    int64_t miss = MQ_MISS_NONE, full = 0;
+    int64_t miss = MQ_MISS_NONE, full = 0, unordered = 0;
     while (scanned < n_units && n < budget) {
         const char *u = units + (int64_t)scanned * CQ_UNIT_BYTES;
         int64_t offset = get64(u);
@@ -678,6 +680,8 @@ int32_t mq_pick_units(const char *units, int32_t n_units, const int32_t *codes,
             damaged[n_damaged++] = scanned - 1;
             continue;
         }
+        if (n > 0 && offset < picked[3 * (n - 1)])
+            unordered = 1;
         picked[3 * n] = offset;
         picked[3 * n + 1] = size;
         picked[3 * n + 2] = scanned - 1;
@@ -689,6 +693,7 @@ int32_t mq_pick_units(const char *units, int32_t n_units, const int32_t *codes,
     io[MQ_PICK_FULL] = full;
     io[MQ_PICK_MISS] = miss;
     io[MQ_PICK_DAMAGED] = n_damaged;
+    io[MQ_PICK_UNORDERED] = unordered;
     return n;
 }
 

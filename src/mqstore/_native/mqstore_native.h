@@ -150,7 +150,8 @@ int32_t mq_decode_many(const char *buf, int64_t buf_len, const int64_t *position
 #define MQ_PICK_FULL 3
 #define MQ_PICK_MISS 4
 #define MQ_PICK_DAMAGED 5
-#define MQ_PICK_IO 6
+#define MQ_PICK_UNORDERED 6
+#define MQ_PICK_IO 7
 
 /* Miss reasons in io[MQ_PICK_MISS]. */
 #define MQ_MISS_NONE 0
