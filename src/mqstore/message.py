@@ -449,7 +449,10 @@ class MessageExt(Message):
     """A stored message, as read back from the CommitLog: every field of the record.
 
     `body` is a `bytes` copy, independent of the mapped file. `properties` are parsed
-    from the stored string on first use. `msg_id` is the offset message id.
+    from the stored string on first use. `msg_id` is the offset message id. A message
+    from `get` also holds a copy of its whole record until one of the fields not set
+    at read time (properties, hosts, timestamps, flags) is first read, which decodes
+    them all and drops the copy.
     """
 
     __slots__ = (
@@ -480,7 +483,6 @@ class MessageExt(Message):
         (get() builds most messages itself, setting only body, topic, queue id and
         offsets, and leaves `_record` for the rest: see `__getattr__`.)"""
         msg = object.__new__(cls)
-        msg._record = record
         msg._decode_record(record, topic)
         return msg
 
@@ -498,6 +500,7 @@ class MessageExt(Message):
                 self._decode_record(record, self.topic)
                 (self.topic, self.body, self.queue_id, self.queue_offset,
                  self.commitlog_offset) = keep  # as read (or as the caller set them since)
+                del self._record  # every field is set now: let the copy go
                 return object.__getattribute__(self, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

@@ -910,6 +910,41 @@ static char *put_ipv4_host(char *o, const unsigned char *h) {
     return o;
 }
 
+/* JSON members that are numbers, in the order cat writes them: ",\"name\":" then the
+ * field's value. */
+typedef struct {
+    const char *key;
+    int field;
+} json_number;
+
+static const json_number JSON_HEAD[] = {
+    {",\"queueId\":", MQ_F_QUEUE_ID},
+    {",\"queueOffset\":", MQ_F_QUEUE_OFFSET},
+    {",\"commitLogOffset\":", MQ_F_PHYSICAL_OFFSET},
+    {",\"storeSize\":", MQ_F_TOTAL_SIZE},
+};
+static const json_number JSON_TIMES[] = {
+    {",\"bornTimestamp\":", MQ_F_BORN_TIMESTAMP},
+    {",\"storeTimestamp\":", MQ_F_STORE_TIMESTAMP},
+};
+static const json_number JSON_TAIL[] = {
+    {",\"sysFlag\":", MQ_F_SYS_FLAG},
+    {",\"reconsumeTimes\":", MQ_F_RECONSUME_TIMES},
+    {",\"flag\":", MQ_F_FLAG},
+    {",\"bodyCRC\":", MQ_F_BODY_CRC},
+    {",\"preparedTransactionOffset\":", MQ_F_PREPARED_OFFSET},
+    {",\"magicCode\":", MQ_F_MAGIC},
+    {",\"bodyLength\":", MQ_F_BODY_LEN},
+};
+
+static char *put_numbers(char *o, const int64_t *f, const json_number *members, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        o = put_lit(o, members[k].key);
+        o = put_i64(o, f[members[k].field]);
+    }
+    return o;
+}
+
 /* The value of the last `name` segment of plain properties, or NULL. */
 static const char *plain_prop(const char *p, int64_t n, const char *name, int64_t name_len,
                               int64_t *len) {
@@ -998,14 +1033,7 @@ int32_t mq_json_lines(const char *buf, int64_t buf_len, const int64_t *fields, i
         const unsigned char *bh = (const unsigned char *)buf + (f[MQ_F_BORN_HOST_OFF] - base);
         o = put_lit(o, "{\"topic\":");
         o = put_quoted_raw(o, tp, tl);
-        o = put_lit(o, ",\"queueId\":");
-        o = put_i64(o, f[MQ_F_QUEUE_ID]);
-        o = put_lit(o, ",\"queueOffset\":");
-        o = put_i64(o, f[MQ_F_QUEUE_OFFSET]);
-        o = put_lit(o, ",\"commitLogOffset\":");
-        o = put_i64(o, f[MQ_F_PHYSICAL_OFFSET]);
-        o = put_lit(o, ",\"storeSize\":");
-        o = put_i64(o, f[MQ_F_TOTAL_SIZE]);
+        o = put_numbers(o, f, JSON_HEAD, sizeof JSON_HEAD / sizeof JSON_HEAD[0]);
         o = put_lit(o, ",\"msgId\":\"");
         for (int k = 0; k < 8; k++) {
             *o++ = HEX_UPPER[sh[k] >> 4];
@@ -1047,28 +1075,12 @@ int32_t mq_json_lines(const char *buf, int64_t buf_len, const int64_t *fields, i
             }
             o = put_lit(o, "\"}");
         }
-        o = put_lit(o, ",\"bornTimestamp\":");
-        o = put_i64(o, f[MQ_F_BORN_TIMESTAMP]);
-        o = put_lit(o, ",\"storeTimestamp\":");
-        o = put_i64(o, f[MQ_F_STORE_TIMESTAMP]);
+        o = put_numbers(o, f, JSON_TIMES, sizeof JSON_TIMES / sizeof JSON_TIMES[0]);
         o = put_lit(o, ",\"bornHost\":");
         o = put_ipv4_host(o, bh);
         o = put_lit(o, ",\"storeHost\":");
         o = put_ipv4_host(o, sh);
-        o = put_lit(o, ",\"sysFlag\":");
-        o = put_i64(o, f[MQ_F_SYS_FLAG]);
-        o = put_lit(o, ",\"reconsumeTimes\":");
-        o = put_i64(o, f[MQ_F_RECONSUME_TIMES]);
-        o = put_lit(o, ",\"flag\":");
-        o = put_i64(o, f[MQ_F_FLAG]);
-        o = put_lit(o, ",\"bodyCRC\":");
-        o = put_i64(o, f[MQ_F_BODY_CRC]);
-        o = put_lit(o, ",\"preparedTransactionOffset\":");
-        o = put_i64(o, f[MQ_F_PREPARED_OFFSET]);
-        o = put_lit(o, ",\"magicCode\":");
-        o = put_i64(o, f[MQ_F_MAGIC]);
-        o = put_lit(o, ",\"bodyLength\":");
-        o = put_i64(o, bl);
+        o = put_numbers(o, f, JSON_TAIL, sizeof JSON_TAIL / sizeof JSON_TAIL[0]);
         if (valid_utf8(body, bl)) {
             o = put_lit(o, ",\"bodyEncoding\":\"utf-8\",\"body\":");
             o = json_string(o, body, bl);
