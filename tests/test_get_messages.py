@@ -206,3 +206,66 @@ def test_put_batch_round_trip(tmp_path_factory, specs):
         assert [(m.body, m.tags, m.flag, m.commitlog_offset, m.store_size) for m in got] == [
             (body, tags, flag, r.commitlog_offset, r.store_size)
             for (body, tags, flag, _), r in zip(specs, result)]
+
+
+def test_units_out_of_commitlog_order_across_files(tmp_path):
+    """A damaged queue whose units jump back to an earlier CommitLog file: each pick
+    is read from its own file, none is taken for damage."""
+    small = dict(SMALL, mapped_file_size_commitlog=4096)
+    with MessageStore(tmp_path, **small) as store:
+        puts = [store.put(Message("T", b"%03d" % i + bytes(120)), 0) for i in range(60)]
+        settle(store)
+    assert puts[59].commitlog_offset >= 4096 > puts[1].commitlog_offset
+    path = tmp_path / "consumequeue" / "T" / "0" / ("0" * 20)
+    data = bytearray(path.read_bytes())
+    data[0:20], data[59 * 20:60 * 20] = data[59 * 20:60 * 20], data[0:20]
+    path.write_bytes(bytes(data))
+    with MessageStore(tmp_path, **small) as store:
+        result = store.get("T", 0, 0, 3)
+        assert [m.commitlog_offset for m in result.messages] == [
+            puts[59].commitlog_offset, puts[1].commitlog_offset, puts[2].commitlog_offset]
+        assert [m.body[:3] for m in result.messages] == [b"059", b"001", b"002"]
+        assert result.next_begin_offset == 3 and store.damaged_units == 0
+
+
+def test_two_threads_first_touching_the_same_messages(tmp_path):
+    """The lazy decode of one message from two threads at once: no thread ever sees a
+    field missing, and both see the stored values."""
+    import threading
+
+    with MessageStore(tmp_path, **SMALL) as store:
+        for i in range(200):
+            store.put(Message("T", b"m", flag=i, tags=f"t{i}"), 0)
+        settle(store)
+        for _ in range(20):
+            messages = read_all(store, "T", 0)
+            errors, seen = [], [[], []]
+
+            def touch(messages, out, errors):
+                try:
+                    for message in messages:
+                        out.append((message.flag, message.tags, message.sys_flag))
+                except Exception as exc:  # noqa: BLE001 - any error is the failure
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=touch, args=(messages, seen[k], errors))
+                       for k in (0, 1)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert not errors
+            expected = [(i, f"t{i}", 0) for i in range(200)]
+            assert seen[0] == expected and seen[1] == expected
+
+
+def test_a_lazy_field_set_before_the_decode_is_kept(tmp_path):
+    with MessageStore(tmp_path, **SMALL) as store:
+        store.put(Message("T", b"x", flag=3, reconsume_times=1), 0)
+        settle(store)
+        (message,) = store.get("T", 0, 0).messages
+        message.reconsume_times = 5  # before any lazy field was read
+        message.flag = 9
+        assert message.born_timestamp > 0  # decodes the rest
+        assert (message.reconsume_times, message.flag) == (5, 9)
+        assert message.sys_flag == 0

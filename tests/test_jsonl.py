@@ -87,6 +87,18 @@ def test_c_and_python_formatters_write_the_same_bytes(tmp_path_factory, specs, t
         assert fast.count(b"\n") == len(specs)
 
 
+def test_filters_the_c_path_cannot_take_go_to_python(tmp_path):
+    with MessageStore(tmp_path, **SMALL) as store:
+        for i in range(5):
+            store.put(Message("T", b"%d" % i), i % 2)
+    for filters in (dict(queue_id=-1), dict(queue_id=2**31), dict(since=2**63),
+                    dict(since=-(2**64)), dict(limit=2**32)):
+        fast, slow = both_ways(tmp_path, **filters)
+        assert fast == slow, filters
+    assert both_ways(tmp_path, limit=2**32)[0].count(b"\n") == 5
+    assert both_ways(tmp_path, since=2**63)[0] == b""
+
+
 def test_golden_stores_format_the_same_both_ways():
     for case in CASES:
         fast, slow = both_ways(case_dir(case) / "store")
@@ -122,11 +134,13 @@ def test_c_formatter_refuses_fields_that_point_outside_the_buffer(tmp_path):
     for slot, value in ((codec.F_BODY_OFF, base + len(data) - 2), (codec.F_BODY_LEN, -1),
                         (codec.F_TOPIC_OFF, base - 1), (codec.F_PROPS_LEN, len(data) + 1),
                         (codec.F_STORE_HOST_OFF, base + len(data) - 4),
-                        (codec.F_KEYS_OFF, base + len(data))):
+                        (codec.F_KEYS_OFF, base + len(data)),
+                        (codec.F_KEYS_OFF, base),  # in the buffer, outside the properties
+                        (codec.F_UNIQ_OFF, base)):
         bad = list(f[:codec.FIELDS])
         bad[slot] = value
-        if slot == codec.F_KEYS_OFF:
-            bad[codec.F_KEYS_LEN] = 1
+        if slot in (codec.F_KEYS_OFF, codec.F_UNIQ_OFF):
+            bad[slot + 1] = 1 if value == base + len(data) else len(data)
         n = lib.mq_json_lines(ffi.from_buffer(data), len(data), ffi.new("int64_t[]", bad), 0,
                               1, base, -1, -(2**63), ffi.NULL, -1, -1, out, len(out), io)
         assert (n, io[lib.MQ_JSON_NEXT], io[lib.MQ_JSON_BYTES]) == (0, 0, 0), slot

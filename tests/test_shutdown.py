@@ -8,6 +8,8 @@ import sys
 import textwrap
 import threading
 
+import pytest
+
 from mqstore import Message, MessageStore, StoreClosedError
 from mqstore.checkpoint import StoreCheckpoint
 
@@ -98,11 +100,28 @@ def test_close_from_another_thread_while_putting(tmp_path):
     assert os.path.exists(tmp_path / "checkpoint")
 
 
-def test_close_from_a_signal_handler_that_interrupts_a_file_roll(tmp_path):
+HANDLERS = {
+    "function": "signal.signal(signal.SIGTERM, lambda signum, frame: store.close())",
+    # the "a second signal kills" idiom: the handler is no longer registered when
+    # close() runs
+    "resets itself": """
+def on_term(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    store.close()
+signal.signal(signal.SIGTERM, on_term)""",
+    "callable object": """
+class OnTerm:
+    def __call__(self, signum, frame):
+        store.close()
+signal.signal(signal.SIGTERM, OnTerm())""",
+}
+
+
+@pytest.mark.parametrize("handler", sorted(HANDLERS))
+def test_close_from_a_signal_handler_that_interrupts_a_file_roll(tmp_path, handler):
     # The signal lands while the put that rolls to a new CommitLog file holds the
     # append lock: the close must wait for that put, not unmap the file under it.
-    done = run_child(tmp_path, """
-        signal.signal(signal.SIGTERM, lambda signum, frame: store.close())
+    done = run_child(tmp_path, HANDLERS[handler] + "\n" + textwrap.dedent("""
         roll = store.commitlog.on_roll
         rolls = []
         def roll_then_signal():
@@ -120,7 +139,7 @@ def test_close_from_a_signal_handler_that_interrupts_a_file_roll(tmp_path):
             pass
         store.close()  # waits for the helper that finishes the close
         print(acked, flush=True)
-    """)
+    """))
     assert done.returncode == 0, done.stderr
     acked = int(done.stdout.split()[-1])
     per_file = SMALL["mapped_file_size_commitlog"] // 200

@@ -20,6 +20,8 @@ from .message import decode_host, decode_properties
 _CHUNK = 1024
 F = codec.FIELDS
 _JSON_NEXT, _JSON_BYTES, _JSON_FULL = lib.MQ_JSON_NEXT, lib.MQ_JSON_BYTES, lib.MQ_JSON_FULL
+_OUT_CAP = 8 << 20  # the C formatter's output buffer, unless one record needs more
+_I32_MAX, _I64_MIN, _I64_MAX = 2**31 - 1, -(2**63), 2**63 - 1
 
 # Bytes that JSON text can carry between quotes as they are: printable ASCII but " and \.
 _NEEDS_CARE = re.compile(rb"[^\x20\x21\x23-\x5b\x5d-\x7e]")
@@ -122,22 +124,27 @@ class JsonLines:
         at most `limit`. Records go through the C formatter (`mq_json_lines`) when the
         filters allow (no tags, key or until filter, at most one topic); a record it
         leaves (non-plain topic or properties, IPv6 host) is formatted here."""
-        topics = self.topics
+        topics, queue_id, since = self.topics, self.queue_id, self.since
         if (self.tags is not None or self.key is not None or self.until is not None
-                or (topics is not None and len(topics) != 1)):
+                or (topics is not None and len(topics) != 1)
+                or (queue_id is not None and not 0 <= queue_id <= _I32_MAX)
+                or (since is not None and since > _I64_MAX)):
             return self._lines(data, f, count, base, file_from, emit, limit, 0, count)
         topic = next(iter(topics)) if topics is not None else ffi.NULL
         topic_len = len(topic) if topics is not None else -1
-        queue_id = -1 if self.queue_id is None else self.queue_id
-        since = -(2**63) if self.since is None else self.since
-        need = 1024 * count + 12 * len(data)
+        queue_id = -1 if queue_id is None else queue_id
+        since = _I64_MIN if since is None else max(since, _I64_MIN)
+        # Room for the whole chunk's lines, within reason: a full buffer is emitted and
+        # the formatter goes on (it stops before a line that would not fit).
+        need = min(1024 * count + 12 * len(data),
+                   max(_OUT_CAP, 1024 + 12 * max(f[1:count * F:F])))
         if self._out is None or len(self._out) < need:
             self._out = ffi.new("char[]", need)
         out, io = self._out, self._io
         data_c = ffi.from_buffer(data)
         emitted, i = 0, 0
         while i < count:
-            left = -1 if limit is None else limit - emitted
+            left = -1 if limit is None else min(limit - emitted, _I32_MAX)
             if left == 0:
                 break
             emitted += lib.mq_json_lines(data_c, len(data), fields_c, i, count, base, queue_id,

@@ -488,20 +488,30 @@ class MessageExt(Message):
 
     def __getattr__(self, name: str):
         # Called only for a slot not set yet: the lazily decoded fields of a message
-        # get() built. Decode them all, once, then answer.
+        # get() built. Decode them all, once, then answer. Two threads may get here
+        # for one message at once (the decode releases the GIL): each fills only the
+        # slots still unset, and the record copy goes only after every slot is set, so
+        # a thread that finds no copy finds the slots set.
         if name in _LAZY_FIELDS:
             try:
                 record = object.__getattribute__(self, "_record")
             except AttributeError:
-                pass
+                pass  # not a lazy message, or another thread decoded it: look again
             else:
-                keep = (self.topic, self.body, self.queue_id, self.queue_offset,
-                        self.commitlog_offset)
-                self._decode_record(record, self.topic)
-                (self.topic, self.body, self.queue_id, self.queue_offset,
-                 self.commitlog_offset) = keep  # as read (or as the caller set them since)
-                del self._record  # every field is set now: let the copy go
+                decoded = MessageExt._from_record(record, self.topic)
+                for field in _LAZY_FIELDS:
+                    try:
+                        object.__getattribute__(self, field)
+                    except AttributeError:  # unset: not set by the caller since
+                        object.__setattr__(self, field, object.__getattribute__(decoded, field))
+                try:
+                    del self._record  # every field is set now: let the copy go
+                except AttributeError:
+                    pass  # another thread was first
+            try:
                 return object.__getattribute__(self, name)
+            except AttributeError:
+                pass
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _decode_record(self, record: bytes, topic: Optional[str]) -> None:

@@ -173,7 +173,7 @@ def _decode_units(store, topic: str, queue_id: int, picks: List[int], picks_c, l
         end = count
         if unordered or picks[3 * count - 3] >= file_start + file_size:  # several files
             end = start + 1
-            while end < count and picks[3 * end] < file_start + file_size:
+            while end < count and file_start <= picks[3 * end] < file_start + file_size:
                 end += 1
         mapped = commitlog.queue.find_by_offset(file_start)
         if mapped is None or not mapped.hold():

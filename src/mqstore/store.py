@@ -86,7 +86,10 @@ def _handler_code(handler):
     while hasattr(handler, "func"):  # functools.partial
         handler = handler.func
     handler = getattr(handler, "__func__", handler)  # bound methods
-    return getattr(handler, "__code__", None)
+    code = getattr(handler, "__code__", None)
+    if code is None and callable(handler):  # an object with __call__
+        code = getattr(type(handler).__call__, "__code__", None)
+    return code
 
 
 def _interrupted_store_call() -> bool:
@@ -161,7 +164,7 @@ class MessageStore:
             self._lock = StoreLock(self.path)
             self._lock.acquire()
         self._consume_queues: Dict[Tuple[str, int], ConsumeQueue] = {}
-        self._cq_lock = threading.Lock()
+        self._cq_lock = threading.RLock()  # re-entrant so close() can tell it is held
         #: ConsumeQueue units skipped by `get` because they point at no valid record
         self.damaged_units = 0
         self.commitlog: Optional[CommitLog] = None
@@ -1030,22 +1033,41 @@ class MessageStore:
         abort file, stop the services, unmap the files and release the lock.
 
         Idempotent and safe from any thread; a second caller waits until the store is
-        closed. From a signal handler that interrupted a store call on the same thread
-        (a put half-way through, say), the store refuses new calls at once and a helper
-        thread finishes the close as soon as the interrupted call returns; the handler
-        does not wait. Open stores are also closed at interpreter exit."""
+        closed. Called from inside a store call on the same thread (a signal handler
+        that interrupted a put half-way through, a callback the store runs), the store
+        refuses new calls at once and a helper thread finishes the close as soon as
+        the interrupted call lets go of the store's locks; this call does not wait.
+        Open stores are also closed at interpreter exit."""
         if next(self._close_claims):
-            if not _interrupted_store_call():
+            if not self._inside_store_call():
                 self._close_done.wait()
             return
         self._closed = True
         _open_stores.discard(self)
-        if _interrupted_store_call():
+        if self._inside_store_call():
             if self.commitlog is not None:
                 self.commitlog.refuse_appends()
-            threading.Thread(target=self._close_now, name="mqstore-close").start()
+            try:
+                threading.Thread(target=self._close_now, name="mqstore-close").start()
+            except RuntimeError:  # no new threads (interpreter shutdown): close at exit
+                log.warning("%s: close() from inside a store call could not start its "
+                            "helper thread; the store closes at interpreter exit", self.path)
+                self._close_claims = itertools.count()
+                _open_stores.add(self)
             return
         self._close_now()
+
+    def _inside_store_call(self) -> bool:
+        """True when this thread is inside a call into this store that close() would
+        wait for or pull files from under: it holds one of the store's re-entrant locks
+        (the append lock during a put or a file roll, the index lock during a key
+        lookup, the queue table or the dispatcher's arrival condition), or a Python
+        signal handler interrupted mqstore code on this thread."""
+        for lock in (getattr(self.commitlog, "_lock", None), getattr(self.index, "_lock", None),
+                     self._cq_lock, getattr(self.dispatcher, "_arrival", None)):
+            if lock is not None and lock._is_owned():
+                return True
+        return _interrupted_store_call()
 
     def _close_now(self) -> None:
         try:

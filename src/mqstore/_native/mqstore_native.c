@@ -968,15 +968,21 @@ static int span_ok(int64_t off, int64_t len, int64_t buf_len) {
     return off >= 0 && len >= 0 && off <= buf_len && len <= buf_len - off;
 }
 
-/* Every range mq_json_lines reads of one record lies inside the buffer. */
+/* Every range mq_json_lines reads of one record lies inside the buffer, and the keys
+ * and uniq key inside the properties (the output bound counts them there). */
 static int json_span_ok(const int64_t *f, int64_t base, int64_t buf_len) {
+    int64_t props = f[MQ_F_PROPS_OFF] - base, props_len = f[MQ_F_PROPS_LEN];
     return span_ok(f[MQ_F_TOPIC_OFF] - base, f[MQ_F_TOPIC_LEN], buf_len) &&
-           span_ok(f[MQ_F_PROPS_OFF] - base, f[MQ_F_PROPS_LEN], buf_len) &&
+           span_ok(props, props_len, buf_len) &&
            span_ok(f[MQ_F_BODY_OFF] - base, f[MQ_F_BODY_LEN], buf_len) &&
            span_ok(f[MQ_F_BORN_HOST_OFF] - base, 8, buf_len) &&
            span_ok(f[MQ_F_STORE_HOST_OFF] - base, 8, buf_len) &&
-           (f[MQ_F_KEYS_OFF] < 0 || span_ok(f[MQ_F_KEYS_OFF] - base, f[MQ_F_KEYS_LEN], buf_len)) &&
-           (f[MQ_F_UNIQ_OFF] < 0 || span_ok(f[MQ_F_UNIQ_OFF] - base, f[MQ_F_UNIQ_LEN], buf_len));
+           (f[MQ_F_KEYS_OFF] < 0 ||
+            (f[MQ_F_KEYS_OFF] - base >= props &&
+             span_ok(f[MQ_F_KEYS_OFF] - base - props, f[MQ_F_KEYS_LEN], props_len))) &&
+           (f[MQ_F_UNIQ_OFF] < 0 ||
+            (f[MQ_F_UNIQ_OFF] - base >= props &&
+             span_ok(f[MQ_F_UNIQ_OFF] - base - props, f[MQ_F_UNIQ_LEN], props_len)));
 }
 
 /*
