@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mqstore import Message, MessageStore
+from mqstore.message import MessageExt
 from mqstore.results import GetStatus
+from test_fuzz_decoder import V1, V2, craft_record
 
 SMALL = dict(mapped_file_size_commitlog=64 * 1024, mapped_file_size_consume_queue=2000,
              max_hash_slot_num=64, max_index_num=256)
@@ -269,3 +271,26 @@ def test_a_lazy_field_set_before_the_decode_is_kept(tmp_path):
         assert message.born_timestamp > 0  # decodes the rest
         assert (message.reconsume_times, message.flag) == (5, 9)
         assert message.sys_flag == 0
+
+
+LAZY = ("flag", "born_timestamp", "sys_flag", "reconsume_times", "prepared_transaction_offset",
+        "store_size", "store_timestamp", "body_crc", "magic_code", "born_host", "store_host")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=60), st.binary(min_size=1, max_size=40),
+       st.sampled_from([b"", b"TAGS\x01a", b"KEYS\x01k1 k2\x02x\x01y"]),
+       st.sampled_from(["v1", "v2"]), st.sampled_from([0, 0x10, 0x20, 0x30]))
+def test_lazy_decode_agrees_with_the_native_decode(body, topic, props, magic, hosts):
+    """The lazy fields are read from the record copy with struct; the native decoder
+    must agree for both magic codes and every host width."""
+    record = craft_record(body, topic, props, magic=V1 if magic == "v1" else V2,
+                          sys_flag=hosts)
+    eager = MessageExt._from_record(record, "T")
+    lazy = object.__new__(MessageExt)
+    lazy.topic, lazy.body, lazy._record = "T", eager.body, record
+    lazy._properties = lazy._encoded = None
+    assert lazy._record is not None
+    assert [getattr(lazy, name) for name in LAZY] == [getattr(eager, name) for name in LAZY]
+    assert lazy._record is None  # decoded once, copy dropped
+    assert lazy.encoded_properties() == eager.encoded_properties() == props

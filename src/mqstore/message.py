@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import operator
 import os
 import random
 import struct
@@ -445,127 +446,156 @@ class Message:
         )
 
 
+def _lazy_field(name: str, doc: str) -> property:
+    """A MessageExt field kept in slot `_name`, decoded from the record copy of a
+    message `get` built the first time any such field is read or written."""
+    read = operator.attrgetter("_" + name)
+    slot = "_" + name
+
+    def get(self):
+        if self._record is not None:
+            self._decode_rest()
+        return read(self)
+
+    def put(self, value) -> None:
+        if self._record is not None:
+            self._decode_rest()  # first, so the stored values do not overwrite this one
+        object.__setattr__(self, slot, value)
+
+    return property(get, put, doc=doc)
+
+
 class MessageExt(Message):
     """A stored message, as read back from the CommitLog: every field of the record.
 
     `body` is a `bytes` copy, independent of the mapped file. `properties` are parsed
     from the stored string on first use. `msg_id` is the offset message id. A message
-    from `get` also holds a copy of its whole record until one of the fields not set
-    at read time (properties, hosts, timestamps, flags) is first read, which decodes
-    them all and drops the copy.
+    from `get` has body, topic, queue id and offsets set when it is read, and holds a
+    copy of its whole record until any other field (or the properties, hosts or msg
+    id) is first read or written; that decodes them all and drops the copy.
     """
 
     __slots__ = (
         "queue_id",
         "queue_offset",
         "commitlog_offset",
-        "store_size",
-        "store_timestamp",
-        "body_crc",
-        "magic_code",
+        "_store_size",
+        "_store_timestamp",
+        "_body_crc",
+        "_magic_code",
+        "_flag",
+        "_born_timestamp",
+        "_sys_flag",
+        "_reconsume_times",
+        "_prepared_transaction_offset",
         "_props_raw",
         "_hosts_raw",
         "_born_host_len",
         "_record",
     )
 
+    flag = _lazy_field("flag", "FLAG as stored.")
+    born_timestamp = _lazy_field("born_timestamp", "BORNTIMESTAMP (ms).")
+    sys_flag = _lazy_field("sys_flag", "SYSFLAG as stored.")
+    reconsume_times = _lazy_field("reconsume_times", "RECONSUMETIMES.")
+    prepared_transaction_offset = _lazy_field(
+        "prepared_transaction_offset", "PREPAREDTRANSACTIONOFFSET.")
+    store_size = _lazy_field("store_size", "TOTALSIZE of the record.")
+    store_timestamp = _lazy_field("store_timestamp", "STORETIMESTAMP (ms).")
+    body_crc = _lazy_field("body_crc", "BODYCRC as stored.")
+    magic_code = _lazy_field("magic_code", "MAGICCODE (v1 or v2).")
+
     @classmethod
     def _from_fields(cls, ptr, f: List[int], i: int = 0, topic: Optional[str] = None) -> MessageExt:
         """Build from `codec.scan` fields (record i) over the buffer at `ptr`; `topic`,
         when the caller knows it, saves decoding it."""
         msg = object.__new__(cls)
+        msg._record = None
         msg._fill(ptr, f, i * codec.FIELDS, topic)
         return msg
 
     @classmethod
     def _from_record(cls, record: bytes, topic: str) -> MessageExt:
         """Every field decoded from a copy of one whole record the C core has checked.
-        (get() builds most messages itself, setting only body, topic, queue id and
-        offsets, and leaves `_record` for the rest: see `__getattr__`.)"""
+        (get() builds most messages itself, setting only body, topic, queue id,
+        offsets and empty property caches, and leaves `_record` for the rest: see
+        `_decode_rest`.)"""
         msg = object.__new__(cls)
-        msg._decode_record(record, topic)
+        msg._record = None
+        msg._fill(ffi.from_buffer(record), _decode(record), 0, topic)
         return msg
 
-    def __getattr__(self, name: str):
-        # Called only for a slot not set yet: the lazily decoded fields of a message
-        # get() built. Decode them all, once, then answer. Two threads may get here
-        # for one message at once (the decode releases the GIL): each fills only the
-        # slots still unset, and the record copy goes only after every slot is set, so
-        # a thread that finds no copy finds the slots set.
-        if name in _LAZY_FIELDS:
-            try:
-                record = object.__getattribute__(self, "_record")
-            except AttributeError:
-                pass  # not a lazy message, or another thread decoded it: look again
-            else:
-                decoded = MessageExt._from_record(record, self.topic)
-                for field in _LAZY_FIELDS:
-                    try:
-                        object.__getattribute__(self, field)
-                    except AttributeError:  # unset: not set by the caller since
-                        object.__setattr__(self, field, object.__getattribute__(decoded, field))
-                try:
-                    del self._record  # every field is set now: let the copy go
-                except AttributeError:
-                    pass  # another thread was first
-            try:
-                return object.__getattribute__(self, name)
-            except AttributeError:
-                pass
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def _decode_rest(self) -> None:
+        """Decode the fields get() did not set from the record copy, then drop it.
+        (Two threads may both decode one message: they write the same values.)"""
+        record = self._record
+        if record is None:
+            return
+        # The C core checked this record when it was read, so its lengths hold; plain
+        # struct reads of the copy are cheaper than another native decode.
+        (self._store_size, self._magic_code, self._body_crc, _, self._flag, _, _, sys_flag,
+         self._born_timestamp) = _RECORD_HEAD.unpack_from(record)
+        born = 20 if sys_flag & codec.BORNHOST_V6_FLAG else 8
+        store = 20 if sys_flag & codec.STOREHOST_V6_FLAG else 8
+        (self._store_timestamp,) = _I64.unpack_from(record, 48 + born)
+        self._reconsume_times, self._prepared_transaction_offset, body_len = \
+            _RECORD_TAIL.unpack_from(record, 56 + born + store)
+        at = 72 + born + store + body_len
+        if self._magic_code == codec.MESSAGE_MAGIC_CODE:
+            at += 1 + record[at]
+        else:
+            at += 2 + _I16.unpack_from(record, at)[0]
+        self._sys_flag = sys_flag
+        self._props_raw = record[at + 2 :]
+        self._hosts_raw = record[48 : 56 + born + store]  # born host, store time, store host
+        self._born_host_len = born
+        self._properties = self._encoded = None
+        self._record = None
 
-    def _decode_record(self, record: bytes, topic: Optional[str]) -> None:
-        out = ffi.new("int64_t[]", codec.FIELDS)
-        reason = ffi.new("int64_t[1]")
-        if not lib.mq_decode_many(ffi.from_buffer(record), len(record), _ZERO, 1, 0, out,
-                                  reason):  # pragma: no cover - checked when it was read
-            raise ValueError(f"stored record no longer decodes (reason {reason[0]})")
-        self._fill(ffi.from_buffer(record), ffi.unpack(out, codec.FIELDS), 0, topic)
-
-    def _fill(self, ptr, f: List[int], base: int, topic: Optional[str]) -> None:
-        """Set every field from scan fields at f[base:] over the buffer at `ptr`.
+    def _fill(self, ptr, f: List[int], base: int, topic: Optional[str],
+              rest_only: bool = False) -> None:
+        """Set the fields from scan fields at f[base:] over the buffer at `ptr`: every
+        one, or (`rest_only`) all but body, topic, queue id and offsets.
 
         Field slots are indexed by number for speed; `_FIELD_ORDER` below pins them to
         the codec's F_* constants."""
         # Hosts, body, topic and properties lie in one run from the born host to the
         # end of the record: one copy out of the mapped file, then slices of it.
         start = f[base + 10]
-        body_at = f[base + 17] - start
         props_at = f[base + 21] - start
         props_end = props_at + f[base + 22]
         run = ffi.unpack(ptr + start, props_end)
-        if topic is None:
-            topic_at = f[base + 19] - start
-            topic = run[topic_at : topic_at + f[base + 20]].decode("utf-8", "replace")
-        self.topic = topic
-        self.body = run[body_at : body_at + f[base + 18]]
+        if not rest_only:
+            if topic is None:
+                topic_at = f[base + 19] - start
+                topic = run[topic_at : topic_at + f[base + 20]].decode("utf-8", "replace")
+            self.topic = topic
+            body_at = f[base + 17] - start
+            self.body = run[body_at : body_at + f[base + 18]]
+            self.queue_id = f[base + 4]
+            self.queue_offset = f[base + 6]
+            self.commitlog_offset = f[base + 7]
         self._props_raw = run[props_at:props_end]
         born_host_len = f[base + 11]
         self._hosts_raw = run[: born_host_len + 8 + f[base + 14]]
         self._born_host_len = born_host_len
         self._properties = None
         self._encoded = None
-        (
-            self.store_size,
-            self.magic_code,
-            self.body_crc,
-            self.queue_id,
-            self.flag,
-            self.queue_offset,
-            self.commitlog_offset,
-            self.sys_flag,
-            self.born_timestamp,
-        ) = f[base + 1 : base + 10]
-        self.store_timestamp = f[base + 12]
-        self.reconsume_times = f[base + 15]
-        self.prepared_transaction_offset = f[base + 16]
+        (self._store_size, self._magic_code, self._body_crc) = f[base + 1 : base + 4]
+        self._flag = f[base + 5]
+        self._sys_flag = f[base + 8]
+        self._born_timestamp = f[base + 9]
+        self._store_timestamp = f[base + 12]
+        self._reconsume_times = f[base + 15]
+        self._prepared_transaction_offset = f[base + 16]
 
     def _slot_values(self) -> dict:
-        """The fields actually set (born_host and store_host are computed here)."""
+        """The slots actually set (the base class's slots that MessageExt answers
+        through properties are not)."""
         values = {}
         for cls in type(self).__mro__:
             for name in getattr(cls, "__slots__", ()):
-                if name in ("born_host", "store_host"):
+                if name in _SHADOWED:
                     continue
                 try:
                     values[name] = object.__getattribute__(self, name)
@@ -589,20 +619,28 @@ class MessageExt(Message):
 
     @property
     def _born_host_raw(self) -> bytes:
+        if self._record is not None:
+            self._decode_rest()
         return self._hosts_raw[: self._born_host_len]
 
     @property
     def _store_host_raw(self) -> bytes:
+        if self._record is not None:
+            self._decode_rest()
         return self._hosts_raw[self._born_host_len + 8 :]
 
     def _props(self) -> dict:
         props = self._properties
         if props is None:
+            if self._record is not None:
+                self._decode_rest()
             props = self._properties = decode_properties(self._props_raw)
         return props
 
     def encoded_properties(self) -> bytes:
         if self._encoded is None and self._properties is None:
+            if self._record is not None:
+                self._decode_rest()
             return self._props_raw
         return super().encoded_properties()
 
@@ -661,13 +699,23 @@ _FIELD_ORDER = (
     codec.F_PROPS_OFF,
     codec.F_PROPS_LEN,
 )
-#: Fields a message built by MessageExt._from_record decodes on first use.
-_LAZY_FIELDS = frozenset((
-    "flag", "born_timestamp", "sys_flag", "reconsume_times", "prepared_transaction_offset",
-    "_properties", "_encoded", "store_timestamp", "body_crc", "magic_code", "_props_raw",
-    "_hosts_raw", "_born_host_len", "store_size",
-))
+#: Base-class slots a MessageExt answers through properties instead.
+_SHADOWED = frozenset(("born_host", "store_host", "flag", "born_timestamp", "sys_flag",
+                       "reconsume_times", "prepared_transaction_offset"))
 _ZERO = ffi.new("int64_t[1]")
+_RECORD_HEAD = struct.Struct(">iiiiiqqiq")  # TOTALSIZE .. BORNTIMESTAMP
+_RECORD_TAIL = struct.Struct(">iqi")  # RECONSUMETIMES, PREPARED..OFFSET, BODYLENGTH
+_I64, _I16 = struct.Struct(">q"), struct.Struct(">h")
+
+
+def _decode(record: bytes) -> List[int]:
+    """Scan fields of one whole record (checked by the C core when it was read)."""
+    out = ffi.new("int64_t[]", codec.FIELDS)
+    reason = ffi.new("int64_t[1]")
+    if not lib.mq_decode_many(ffi.from_buffer(record), len(record), _ZERO, 1, 0, out,
+                              reason):  # pragma: no cover - checked when it was read
+        raise ValueError(f"stored record no longer decodes (reason {reason[0]})")
+    return ffi.unpack(out, codec.FIELDS)
 
 if tuple(range(1, 23)) != _FIELD_ORDER:  # pragma: no cover - guards the C header
     raise ImportError("mqstore: C field layout does not match MessageExt._from_fields")

@@ -191,7 +191,7 @@ def _decode_units(store, topic: str, queue_id: int, picks: List[int], picks_c, l
             if sound == n and not any(_unpack(reasons_c, n)):
                 # The common case, inlined (this loop is get()'s cost per message): one
                 # copy of each record; the fields not set here are decoded from
-                # _record on first use (MessageExt.__getattr__).
+                # _record on first use (MessageExt._decode_rest).
                 for offset, size, body_at, body_len, queue_offset in zip(
                         offsets, sizes, located[0::_LOC_FIELDS], located[1::_LOC_FIELDS],
                         located[2::_LOC_FIELDS]):
@@ -202,6 +202,7 @@ def _decode_units(store, topic: str, queue_id: int, picks: List[int], picks_c, l
                     msg.queue_id = queue_id
                     msg.queue_offset = queue_offset
                     msg.commitlog_offset = offset
+                    msg._properties = msg._encoded = None
                     msg._record = record
                     append(msg)
             else:
@@ -233,5 +234,6 @@ def _decode_checked(store, topic, queue_id, ptr, file_start, offsets, sizes, loc
         msg.queue_id = queue_id
         msg.queue_offset = located[j + 2]
         msg.commitlog_offset = offset
+        msg._properties = msg._encoded = None
         msg._record = record
         append(msg)
