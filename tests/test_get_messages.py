@@ -11,6 +11,7 @@ import pickle
 import struct
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -294,3 +295,44 @@ def test_lazy_decode_agrees_with_the_native_decode(body, topic, props, magic, ho
     assert [getattr(lazy, name) for name in LAZY] == [getattr(eager, name) for name in LAZY]
     assert lazy._record is None  # decoded once, copy dropped
     assert lazy.encoded_properties() == eager.encoded_properties() == props
+
+
+def test_message_ext_is_not_built_by_hand():
+    with pytest.raises(TypeError, match="build a Message"):
+        MessageExt("T", b"x")
+
+
+def test_a_write_after_a_decode_is_never_undone_by_another_threads_decode(tmp_path):
+    """Thread A decodes a message and then writes to it while thread B, which started
+    its first read at the same time, decodes too: A's writes stay."""
+    import sys
+    import threading
+
+    with MessageStore(tmp_path, **SMALL) as store:
+        for _ in range(300):
+            store.put(Message("T", b"m", flag=1), 0)
+        settle(store)
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            for _ in range(10):
+                messages = read_all(store, "T", 0)
+
+                def writer(messages):
+                    for message in messages:
+                        message.put_property("NEW", "1")
+                        message.flag = 5
+
+                def reader(messages):
+                    for message in messages:
+                        message.sys_flag  # noqa: B018 - the first read decodes
+
+                threads = [threading.Thread(target=writer, args=(messages,)),
+                           threading.Thread(target=reader, args=(messages,))]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                assert all(m.flag == 5 and m.properties.get("NEW") == "1" for m in messages)
+        finally:
+            sys.setswitchinterval(old)

@@ -6,6 +6,7 @@ junk."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -553,3 +554,36 @@ def test_immunity_shorter_than_timeout_counts_as_timeout(tx_store, clock):
     assert check(store, T0 + TIMEOUT) == 1
     checker.wait_calls(1)
     producer.shutdown()
+
+
+@pytest.mark.parametrize("where", ["check thread", "check_now on this thread"])
+def test_a_checker_that_closes_the_store(small_store, clock, where):
+    """A checker run by a check pass calls store.close(). The close cannot run inside
+    the pass (it stops the service running it, or waits for the check thread that
+    waits for this pass), so it finishes on a helper thread once the pass is over,
+    and leaves nothing running."""
+    store = small_store(clock=clock, transaction_check_enable=True,
+                        transaction_check_interval=50)
+    store.create_topic("Pay", 2)
+    producer = TransactionProducer(store, "tx_pg", check=lambda m: UNKNOW)
+    producer.send_in_transaction(Message("Pay", b"x"), lambda m, a: UNKNOW)
+    producer.shutdown()
+    wait_count(store, TRANS_HALF_TOPIC, 0, 1)
+    closed_inside = []
+
+    def closing_checker(msg):
+        store.close()
+        closed_inside.append(store.closed)
+        return UNKNOW
+
+    store.transactions.register_checker("tx_pg", closing_checker, None)
+    if where == "check thread":
+        clock.now = T0 + TIMEOUT + 1  # due: the next background pass asks
+        assert wait_until(lambda: closed_inside)
+    else:
+        check(store, T0 + TIMEOUT + 1)
+    assert closed_inside == [True]  # new calls refused at once
+    store.close()  # waits for the helper
+    assert not os.path.exists(os.path.join(store.path, "abort"))
+    assert wait_until(lambda: not {"mqstore-dispatch", "mqstore-tx-check", "mqstore-close"}
+                      & {t.name for t in threading.enumerate()}, timeout=5)

@@ -9,6 +9,7 @@ import operator
 import os
 import random
 import struct
+import threading
 import time
 from functools import lru_cache
 from types import MappingProxyType
@@ -461,6 +462,8 @@ def _lazy_field(name: str, doc: str) -> property:
         if self._record is not None:
             self._decode_rest()  # first, so the stored values do not overwrite this one
         object.__setattr__(self, slot, value)
+    # (_decode_rest holds _DECODE_LOCK and checks _record again inside it, so a write
+    # that follows a decode in one thread is never undone by a decode in another.)
 
     return property(get, put, doc=doc)
 
@@ -494,6 +497,9 @@ class MessageExt(Message):
         "_record",
     )
 
+    def __init__(self, *args, **kwargs) -> None:
+        raise TypeError("MessageExt is what a store returns; build a Message to store one")
+
     flag = _lazy_field("flag", "FLAG as stored.")
     born_timestamp = _lazy_field("born_timestamp", "BORNTIMESTAMP (ms).")
     sys_flag = _lazy_field("sys_flag", "SYSFLAG as stored.")
@@ -526,11 +532,13 @@ class MessageExt(Message):
         return msg
 
     def _decode_rest(self) -> None:
-        """Decode the fields get() did not set from the record copy, then drop it.
-        (Two threads may both decode one message: they write the same values.)"""
-        record = self._record
-        if record is None:
-            return
+        """Decode the fields get() did not set from the record copy, then drop it
+        (once per message: under a lock, the copy checked again)."""
+        with _DECODE_LOCK:
+            if self._record is not None:
+                self._decode_record_copy(self._record)
+
+    def _decode_record_copy(self, record: bytes) -> None:
         # The C core checked this record when it was read, so its lengths hold; plain
         # struct reads of the copy are cheaper than another native decode.
         (self._store_size, self._magic_code, self._body_crc, _, self._flag, _, _, sys_flag,
@@ -549,13 +557,10 @@ class MessageExt(Message):
         self._props_raw = record[at + 2 :]
         self._hosts_raw = record[48 : 56 + born + store]  # born host, store time, store host
         self._born_host_len = born
-        self._properties = self._encoded = None
         self._record = None
 
-    def _fill(self, ptr, f: List[int], base: int, topic: Optional[str],
-              rest_only: bool = False) -> None:
-        """Set the fields from scan fields at f[base:] over the buffer at `ptr`: every
-        one, or (`rest_only`) all but body, topic, queue id and offsets.
+    def _fill(self, ptr, f: List[int], base: int, topic: Optional[str]) -> None:
+        """Set every field from scan fields at f[base:] over the buffer at `ptr`.
 
         Field slots are indexed by number for speed; `_FIELD_ORDER` below pins them to
         the codec's F_* constants."""
@@ -565,16 +570,15 @@ class MessageExt(Message):
         props_at = f[base + 21] - start
         props_end = props_at + f[base + 22]
         run = ffi.unpack(ptr + start, props_end)
-        if not rest_only:
-            if topic is None:
-                topic_at = f[base + 19] - start
-                topic = run[topic_at : topic_at + f[base + 20]].decode("utf-8", "replace")
-            self.topic = topic
-            body_at = f[base + 17] - start
-            self.body = run[body_at : body_at + f[base + 18]]
-            self.queue_id = f[base + 4]
-            self.queue_offset = f[base + 6]
-            self.commitlog_offset = f[base + 7]
+        if topic is None:
+            topic_at = f[base + 19] - start
+            topic = run[topic_at : topic_at + f[base + 20]].decode("utf-8", "replace")
+        self.topic = topic
+        body_at = f[base + 17] - start
+        self.body = run[body_at : body_at + f[base + 18]]
+        self.queue_id = f[base + 4]
+        self.queue_offset = f[base + 6]
+        self.commitlog_offset = f[base + 7]
         self._props_raw = run[props_at:props_end]
         born_host_len = f[base + 11]
         self._hosts_raw = run[: born_host_len + 8 + f[base + 14]]
@@ -703,6 +707,7 @@ _FIELD_ORDER = (
 _SHADOWED = frozenset(("born_host", "store_host", "flag", "born_timestamp", "sys_flag",
                        "reconsume_times", "prepared_transaction_offset"))
 _ZERO = ffi.new("int64_t[1]")
+_DECODE_LOCK = threading.Lock()  # MessageExt._decode_rest: one decode per message
 _RECORD_HEAD = struct.Struct(">iiiiiqqiq")  # TOTALSIZE .. BORNTIMESTAMP
 _RECORD_TAIL = struct.Struct(">iqi")  # RECONSUMETIMES, PREPARED..OFFSET, BODYLENGTH
 _I64, _I16 = struct.Struct(">q"), struct.Struct(">h")

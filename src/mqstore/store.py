@@ -1061,12 +1061,15 @@ class MessageStore:
         """True when this thread is inside a call into this store that close() would
         wait for or pull files from under: it holds one of the store's re-entrant locks
         (the append lock during a put or a file roll, the index lock during a key
-        lookup, the queue table or the dispatcher's arrival condition), or a Python
-        signal handler interrupted mqstore code on this thread."""
+        lookup, the queue table or the dispatcher's arrival condition), it runs a
+        transaction check-back (the check thread, or a pass on this thread), or a
+        Python signal handler interrupted mqstore code on this thread."""
         for lock in (getattr(self.commitlog, "_lock", None), getattr(self.index, "_lock", None),
                      self._cq_lock, getattr(self.dispatcher, "_arrival", None)):
             if lock is not None and lock._is_owned():
                 return True
+        if self.transactions is not None and self.transactions.inside():
+            return True
         return _interrupted_store_call()
 
     def _close_now(self) -> None:

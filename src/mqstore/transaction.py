@@ -74,7 +74,9 @@ class TransactionService:
     def __init__(self, store: MessageStore) -> None:
         self.store = store
         self._checkers: Dict[str, Tuple[Checker, Optional[Executor]]] = {}
-        self._pass_lock = threading.Lock()
+        # One pass at a time; re-entrant so the store's close() can tell that a checker
+        # called from a pass on this thread is inside one.
+        self._pass_lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         #: Check-backs asked, and halves dropped after the max, since open.
@@ -89,8 +91,13 @@ class TransactionService:
 
     def shutdown(self) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+
+    def inside(self) -> bool:
+        """True on the check thread, or in a check pass on this thread (a checker
+        running inline)."""
+        return self._thread is threading.current_thread() or self._pass_lock._is_owned()
 
     def _run(self) -> None:
         interval = self.store.config.transaction_check_interval / 1000
