@@ -1397,12 +1397,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--systems", default=",".join(s.name for s in SYSTEMS))
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-write", action="store_true",
-                        help="print the section instead of writing RESULTS.md and the plot")
-    parser.add_argument("--json", default=os.path.join(HERE, "compare.json"),
-                        help="raw results are saved here (and read back by --render)")
+                        help="print the section instead of writing RESULTS.md, the plot "
+                        "and the raw results (unless --json is given)")
+    parser.add_argument("--json", default=None,
+                        help="raw results are saved here (and read back by --render); "
+                        "default bench/compare.json")
     parser.add_argument("--render", action="store_true",
                         help="rebuild the section and the plot from --json without measuring")
     args = parser.parse_args(argv)
+    keep_json = args.json is not None or not args.no_write
+    if args.json is None:
+        args.json = os.path.join(HERE, "compare.json")
     if args.render:
         with open(args.json) as f:
             results, meta = Results.from_json(f.read())
@@ -1443,10 +1448,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     info = ba.machine_info(args.dir if os.path.exists(args.dir) else HERE)
     load = (load_before, ba.load_average())
     date = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
-    with open(args.json, "w") as f:
-        f.write(results.to_json(systems=[s.name for s in systems], info=info, load=load,
-                                quick=args.quick, elapsed=elapsed, runner_args=runner_args,
-                                date=date))
+    if keep_json:
+        with open(args.json, "w") as f:
+            f.write(results.to_json(systems=[s.name for s in systems], info=info, load=load,
+                                    quick=args.quick, elapsed=elapsed,
+                                    runner_args=runner_args, date=date))
     text = render(results, info, systems, load, args.quick, elapsed, runner_args, date)
     if args.no_write:
         print(text)
